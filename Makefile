@@ -1,0 +1,32 @@
+# rftbench: `make demo` installs everything into .venv and runs the demo; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.rftbench-installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# 1) everything with pinned versions; 2) torchattacks alone, without its stale deps (its
+	# requests~=2.25 pin conflicts with MLflow); 3) robustbench + pyautoattack after it (the
+	# torchattacks wheel ships an old robustbench/ copy that must be overwritten).
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	$(PIP) install -q --no-deps torchattacks==3.5.1
+	$(PIP) install -q --no-deps --force-reinstall robustbench==1.1.1 pyautoattack==0.2.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/rftbench demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	for f in benchmarks/perf_*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) mlflow.db mlartifacts rftbench-runs optuna.db

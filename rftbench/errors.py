@@ -1,0 +1,41 @@
+"""Errors that rftbench raises for bad input.
+
+Every error a user can cause derives from :class:`RftbenchError`; the CLI prints its message
+(which says what was wrong and what to do) and exits with status 2, without a traceback.
+"""
+from __future__ import annotations
+
+
+class RftbenchError(Exception):
+    """Base class of every user-facing rftbench error."""
+
+
+class UnknownNameError(RftbenchError, KeyError):
+    """A registry look-up named something that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateNameError(RftbenchError):
+    """A name was registered twice."""
+
+
+class ConfigError(RftbenchError, ValueError):
+    """A configuration file or value is malformed."""
+
+
+class OfflineError(RftbenchError):
+    """Something must be downloaded but the network is off; the message says where to put it."""
+
+
+class DataError(RftbenchError):
+    """A dataset is missing, partial or corrupt."""
+
+
+class CheckpointError(RftbenchError):
+    """A checkpoint is missing, corrupt or does not match the model."""
+
+
+class TrainingDivergedError(RftbenchError):
+    """The training loss became NaN or infinite."""

@@ -1,0 +1,49 @@
+"""Figures: robustness curves and schedules (matplotlib, Agg backend, PNG files)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_robustness_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], out: str | Path,
+                           title: str = "Robustness curve") -> Path:
+    """Accuracy against eps (x axis in units of 1/255) for one or more models."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    for label, (eps, acc) in curves.items():
+        ax.plot([e * 255 for e in eps], acc, marker="o", label=label)
+    ax.set_xlabel("eps (x 1/255)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_schedules(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], out: str | Path,
+                   target_eps: float) -> Path:
+    """eps against training progress (0..1) for one or more schedules."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    for label, (progress, eps) in series.items():
+        ax.plot(progress, eps, label=label)
+    ax.set_xlabel("training progress")
+    ax.set_ylabel("eps")
+    ax.set_ylim(-0.02 * target_eps, 1.05 * target_eps)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

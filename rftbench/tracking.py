@@ -1,0 +1,136 @@
+"""MLflow tracking: a SQLite-backed store in the working directory by default.
+
+``MLFLOW_TRACKING_URI`` (or an explicit ``uri``) points at a tracking server instead.
+Every run opened with :func:`start_run` ends FINISHED, FAILED (on an exception) or KILLED
+(on Ctrl-C): a crashed run never stays RUNNING.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+warnings.filterwarnings("ignore", message=".*SQLAlchemy.*", category=DeprecationWarning)
+
+import mlflow  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+import logging  # noqa: E402
+
+DEFAULT_DB = "mlflow.db"
+# MLflow announces table creation and migrations at INFO on every new store
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def default_tracking_uri(workdir: str | Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<workdir>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = Path(workdir or os.getcwd()).resolve()
+    return f"sqlite:///{root / DEFAULT_DB}"
+
+
+def _artifact_root(uri: str) -> str | None:
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return None  # a server decides
+
+
+def client_for(uri: str | None = None) -> MlflowClient:
+    return MlflowClient(tracking_uri=uri or default_tracking_uri())
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    root = _artifact_root(client.tracking_uri)
+    try:
+        return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+    except mlflow.exceptions.MlflowException:  # created concurrently by another worker
+        return client.get_experiment_by_name(name).experiment_id
+
+
+class Tracker:
+    """Logs into one MLflow run by id (no global state: several runs may be open at once)."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, _param_str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
+                 if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, obj: Any, name: str, artifact_path: str | None = None) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / name
+            p.write_text(json.dumps(obj, indent=2, default=str))
+            self.log_artifact(p, artifact_path)
+
+    def log_text(self, text: str, name: str, artifact_path: str | None = None) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / name
+            p.write_text(text)
+            self.log_artifact(p, artifact_path)
+
+
+def _param_str(v: Any) -> str:
+    s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return s[:6000]
+
+
+@contextmanager
+def start_run(experiment: str, run_name: str, *, tags: Mapping[str, Any] | None = None,
+              uri: str | None = None, parent_run_id: str | None = None,
+              run_id: str | None = None) -> Iterator[Tracker]:
+    """Open (or, with ``run_id``, reopen) an MLflow run; end it FINISHED/FAILED/KILLED."""
+    client = client_for(uri)
+    if run_id is None:
+        exp_id = get_or_create_experiment(client, experiment)
+        all_tags = {"mlflow.runName": run_name, **(tags or {})}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
+        run_id = run.info.run_id
+    else:
+        client.update_run(run_id, status="RUNNING")
+    tracker = Tracker(client, run_id)
+    try:
+        yield tracker
+    except BaseException as exc:
+        pruned = type(exc).__name__ == "TrialPruned"  # an Optuna pruning decision, not a failure
+        status = "KILLED" if pruned or isinstance(exc, KeyboardInterrupt) else "FAILED"
+        try:
+            tracker.set_tags({"rftbench.pruned" if pruned else "rftbench.error": f"{type(exc).__name__}: {exc}"[:5000]})
+        finally:
+            client.set_terminated(run_id, status=status)
+        raise
+    else:
+        client.set_terminated(run_id, status="FINISHED")

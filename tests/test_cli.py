@@ -1,0 +1,42 @@
+import json
+
+import pytest
+
+from rftbench.cli import main
+
+
+def test_schedules_list_json(capsys):
+    assert main(["schedules", "list", "--json"]) == 0
+    names = {s["name"] for s in json.loads(capsys.readouterr().out)}
+    assert {"none", "constant", "linear", "epsilon_scheduling"} <= names
+
+
+def test_bad_config_gives_message_and_exit_2(tmp_path, capsys):
+    p = tmp_path / "c.yaml"
+    p.write_text("schedule: {name: linear}\nmodel: {nmae: x}\n")
+    assert main(["train", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "model.nmae: unknown key" in err and "Traceback" not in err
+
+
+def test_unknown_schedule_in_config(tmp_path, capsys, workdir):
+    p = tmp_path / "c.yaml"
+    p.write_text("schedule: {name: cosinus}\n")
+    assert main(["train", str(p)]) == 2
+    assert "unknown schedule 'cosinus'" in capsys.readouterr().err
+
+
+def test_train_then_leaderboard_json(tmp_path, capsys, workdir):
+    import yaml
+
+    from conftest import tiny_config
+
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(tiny_config(train__epochs=1).model_dump()))
+    assert main(["train", str(p), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 0.0 <= out["expected_robustness"] <= 1.0
+    assert main(["leaderboard", "--experiment", "tests", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["run_id"] == out["run_id"]
+    assert rows[0]["expected_robustness"] == pytest.approx(out["expected_robustness"])
