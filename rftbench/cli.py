@@ -3,6 +3,7 @@ that tests call directly). Commands that report numbers take ``--json``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any, Sequence
@@ -13,8 +14,11 @@ from rich.table import Table
 from .errors import RftbenchError
 
 
+_json_out = None  # where --json documents go; everything else printed meanwhile goes to stderr
+
+
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    print(json.dumps(obj, indent=2, default=str), file=_json_out or sys.stdout)
 
 
 def cmd_demo(args) -> int:
@@ -183,7 +187,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         for path in args.plugin:
             load_plugin_file(path)
-        return int(args.func(args) or 0)
+        if not getattr(args, "json", False):
+            return int(args.func(args) or 0)
+        # libraries (MLflow run links, progress) print to stdout: keep stdout one JSON document
+        global _json_out
+        _json_out = sys.stdout
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return int(args.func(args) or 0)
+        finally:
+            _json_out = None
     except RftbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -42,6 +42,24 @@ def default_storage() -> str:
     return os.environ.get("RFTBENCH_OPTUNA_STORAGE") or f"sqlite:///{Path.cwd().resolve() / 'optuna.db'}"
 
 
+def open_storage(url: str, attempts: int = 8) -> optuna.storages.BaseStorage:
+    """An Optuna RDB storage; retries when several workers create its schema at the same moment
+    (PostgreSQL then reports a duplicate type or table to all but one of them)."""
+    import random
+    import time
+
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def tune(cfg: ExperimentConfig, *, n_trials: int, storage: str | None = None, study_name: str | None = None,
          sampler: str = "tpe", pruner: str = "median", tracking_uri: str | None = None) -> TuneResult:
     """Run ``n_trials`` trials (this worker) of the study over ``cfg.schedule``'s parameters."""
@@ -49,7 +67,7 @@ def tune(cfg: ExperimentConfig, *, n_trials: int, storage: str | None = None, st
     schedule_cls = SCHEDULES.get(cfg.schedule.name)
     storage = storage or default_storage()
     study_name = study_name or f"{cfg.experiment}-{cfg.name}-{cfg.schedule.name}"
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
+    study = optuna.create_study(study_name=study_name, storage=open_storage(storage), direction="maximize",
                                 sampler=SAMPLERS.get(sampler)(cfg.seed), pruner=PRUNERS.get(pruner)(),
                                 load_if_exists=True)
     base = cfg.model_copy(deep=True)
