@@ -63,7 +63,8 @@ def run_demo(*, workdir: str | Path = ".", epochs: int = 20, aa_samples: int = 1
     for name, params in (schedules or DEMO_SCHEDULES).items():
         cfg = demo_config(name, params, epochs=epochs, aa_samples=aa_samples, experiment=experiment,
                           output_dir=str(out_dir))
-        console.print(f"[bold cyan]▶ {cfg.name}[/bold cyan]: schedule {name} {params or ''}, "
+        shape = ", ".join(f"{k}={v:g}" for k, v in params.items())
+        console.print(f"[bold cyan]▶ {cfg.name}[/bold cyan]: schedule {name}{f' ({shape})' if shape else ''}, "
                       f"target eps {cfg.attack.target_eps}, {epochs} epochs of PGD-{cfg.attack.steps} AT")
         t = time.perf_counter()
         res = run_experiment(cfg, tracking_uri=tracking_uri)
