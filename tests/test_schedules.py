@@ -263,3 +263,40 @@ def test_unknown_schedule_lists_the_new_builtins():
         create_schedule("exponental")
     assert "Did you mean 'exponential'" in str(ei.value)
     assert "cosine, epsilon_scheduling, exponential" in str(ei.value)
+
+
+def test_registry_keeps_a_failed_loader_and_does_not_recurse_while_loading():
+    from rftbench.registry import Registry
+
+    reg = Registry("widget")
+    calls = []
+
+    def loader():
+        calls.append(reg.names())  # a look-up while loading sees what is there so far
+        if len(calls) == 1:
+            raise DuplicateNameError("widget 'a' is registered twice")
+        reg.add("a", object(), source="a.py")
+
+    reg.add_loader(loader)
+    with pytest.raises(DuplicateNameError):
+        reg.names()
+    assert reg.names() == ["a"]  # the failed loader ran again instead of being forgotten
+    assert calls == [[], []]
+    assert reg.unregister("a").source == "a.py" and "a" not in reg
+    with pytest.raises(UnknownNameError):
+        reg.unregister("a")
+
+
+def test_registry_check_hook_vets_before_registering():
+    from rftbench.errors import RftbenchError
+    from rftbench.registry import Registry
+
+    def only_ints(name, obj, source):
+        if not isinstance(obj, int):
+            raise RftbenchError(f"{name} from {source} is not an int")
+
+    reg = Registry("number", check=only_ints)
+    reg.add("one", 1, source="here")
+    with pytest.raises(RftbenchError, match="two from there is not an int"):
+        reg.add("two", "2", source="there")
+    assert reg.names() == ["one"]
