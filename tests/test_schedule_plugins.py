@@ -66,8 +66,10 @@ def install_dist(root: Path, dist: str, entry_points: dict[str, str], modules: d
 
 
 def tiny_plugin_config(schedule_name: str, **overrides):
-    """The smallest run that still trains, validates and evaluates (a few seconds of compute)."""
+    """The smallest run that still trains, validates and evaluates (a few seconds of compute).
+    Random init: the schedule is under test, not transfer, so no pretraining is needed."""
     opts = dict(name=f"plugin-{schedule_name}", schedule={"name": schedule_name, "params": {}}, train__epochs=1,
+                model__pretrained=False,
                 data__val_fraction=0.5, data__batch_size=64, attack__steps=1, eval__num_points=2,
                 eval__pgd_steps=2, eval__n_samples=32, train__val_samples=32)
     opts.update(overrides)
