@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
@@ -88,14 +89,9 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_schedules_list(args) -> int:
-    from .scheduling import SCHEDULES
+    from .scheduling import schedule_catalog
 
-    items = []
-    for e in SCHEDULES.entries():
-        cls = e.obj
-        items.append({"name": e.name, "source": e.source, "monotone": cls.monotone, "reference": cls.reference,
-                      "params": [{"name": p.name, "default": p.default, "low": p.low, "high": p.high,
-                                  "kind": p.kind, "log": p.log, "help": p.help} for p in cls.params]})
+    items = schedule_catalog()
     if args.json:
         _print_json(items)
         return 0
@@ -103,9 +99,33 @@ def cmd_schedules_list(args) -> int:
     for col in ("name", "parameters: default \\[low, high]", "source"):
         table.add_column(col)
     for it in items:
-        ps = ", ".join(f"{p['name']}={p['default']:g} [{p['low']:g}, {p['high']:g}]" for p in it["params"])
-        table.add_row(it["name"], ps or "-", it["source"])
+        ps = ", ".join(f"{p['name']}={p['default']:g} \\[{p['low']:g}, {p['high']:g}]"
+                       + (" int" if p["kind"] == "int" else "") + (" log" if p["log"] else "")
+                       for p in it["params"])
+        source = f"built-in: schedules/{Path(it['source']).name}" if it["origin"] == "built-in" else it["source"]
+        table.add_row(it["name"], ps or "-", source)
     Console().print(table)
+    return 0
+
+
+def _eps_value(text: str) -> float:
+    """argparse type: a number or a fraction such as ``4/255``."""
+    num, slash, den = text.partition("/")
+    try:
+        return float(num) / float(den) if slash else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction like 4/255") from None
+
+
+def cmd_schedules_plot(args) -> int:
+    from .scheduling import plot_schedule_specs
+
+    path, drawn = plot_schedule_specs(args.specs, args.out, target_eps=args.target_eps, total_steps=args.total_steps)
+    if args.json:
+        _print_json({"figure": str(path), "schedules": [{"name": s.name, "params": s.values} for s in drawn],
+                     "target_eps": args.target_eps, "total_steps": args.total_steps})
+    else:
+        Console().print(f"wrote {path} ({', '.join(map(repr, drawn))})")
     return 0
 
 
@@ -165,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     sl = ssub.add_parser("list")
     sl.add_argument("--json", action="store_true")
     sl.set_defaults(func=cmd_schedules_list)
+    sp = ssub.add_parser("plot", help="eps against training progress, several schedules on one figure")
+    sp.add_argument("specs", nargs="+", metavar="NAME[:k=v,...]")
+    sp.add_argument("--out", required=True, metavar="FILE.png")
+    sp.add_argument("--target-eps", type=_eps_value, default=4 / 255, help="pixel units, e.g. 4/255 (default)")
+    sp.add_argument("--total-steps", type=int, default=1000, help="steps (or epochs) the schedule is sampled at")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_schedules_plot)
 
     tu = sub.add_parser("tune", help="Optuna search over a schedule's parameters (objective: val ER)")
     tu.add_argument("config")

@@ -40,12 +40,17 @@ def _source_of(obj: object) -> str:
 class Registry(Generic[T]):
     """A named collection of factories of one kind (``"schedule"``, ``"dataset"``, ...)."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None):
+    def __init__(self, kind: str, entry_point_group: str | None = None,
+                 check: Callable[[str, T, str], None] | None = None):
+        """``check(name, obj, source)``, if given, vets every object before it is registered
+        (e.g. that a schedule is a well-formed Schedule subclass) and raises RftbenchError."""
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self._check = check
         self._entries: dict[str, Entry[T]] = {}
         self._entry_points_loaded = entry_point_group is None
         self._loaders: list[Callable[[], None]] = []
+        self._loading = False
 
     def register(self, name: str, *, source: str | None = None) -> Callable[[T], T]:
         """Decorator: ``@REGISTRY.register("name")`` on a factory or class."""
@@ -58,6 +63,8 @@ class Registry(Generic[T]):
 
     def add(self, name: str, obj: T, *, source: str | None = None) -> None:
         src = source or _source_of(obj)
+        if self._check is not None:
+            self._check(name, obj, src)
         old = self._entries.get(name)
         if old is not None:
             if old.obj is obj or (old.source == src and getattr(old.obj, "__qualname__", None)
@@ -75,28 +82,56 @@ class Registry(Generic[T]):
         """A function that registers built-ins lazily, run on the first look-up."""
         self._loaders.append(loader)
 
+    def unregister(self, name: str) -> Entry[T]:
+        """Remove ``name`` (e.g. a plugin registered by a test) and return its entry."""
+        self._ensure_loaded()
+        try:
+            return self._entries.pop(name)
+        except KeyError:
+            raise UnknownNameError(self.unknown_message(name)) from None
+
     def _ensure_loaded(self) -> None:
-        while self._loaders:
-            self._loaders.pop(0)()
-        if not self._entry_points_loaded:
-            self._entry_points_loaded = True
-            self.load_entry_points()
+        # A loader that fails (e.g. a plugin took a built-in's name) stays queued, so every
+        # later look-up raises the same error instead of working on a half-loaded registry.
+        # Look-ups made while loading (a plugin module that asks for a built-in) see what
+        # is registered so far instead of recursing.
+        if self._loading:
+            return
+        self._loading = True
+        try:
+            while self._loaders:
+                self._loaders[0]()
+                self._loaders.pop(0)
+            if not self._entry_points_loaded:
+                self.load_entry_points()
+                self._entry_points_loaded = True
+        finally:
+            self._loading = False
 
     def load_entry_points(self) -> None:
         """Register every object advertised in the entry-point group of this registry."""
         if self.entry_point_group is None:
             return
         for ep in importlib.metadata.entry_points(group=self.entry_point_group):
+            dist = getattr(ep, "dist", None)
+            where = f"entry point {ep.name} = {ep.value}" + (
+                f" (distribution {dist.name} {dist.version})" if dist is not None else "")
             try:
                 obj = ep.load()
-            except Exception as exc:  # a broken third-party plugin must not hide the others
+            except RftbenchError as exc:  # e.g. its module registered a name that is taken
+                raise type(exc)(f"{where}, group {self.entry_point_group!r}: {exc}") from exc
+            except Exception as exc:
                 raise RftbenchError(
-                    f"entry point {ep.name!r} in group {self.entry_point_group!r} "
-                    f"({ep.value}) failed to load: {exc}"
+                    f"{where}, group {self.entry_point_group!r}, failed to load: "
+                    f"{type(exc).__name__}: {exc}. Fix or uninstall that package."
                 ) from exc
-            if ep.name in self._entries and self._entries[ep.name].obj is obj:
+            old = self._entries.get(ep.name)
+            if old is not None and old.obj is obj:
+                # its module registered itself on import: record that it came in as an entry point
+                if not old.source.startswith("entry point"):
+                    self._entries[ep.name] = Entry(ep.name, obj, f"{where}; {old.source}")
                 continue
-            self.add(ep.name, obj, source=f"entry point {ep.value}")
+            self.add(ep.name, obj, source=where)
 
     def get(self, name: str) -> T:
         return self.entry(name).obj

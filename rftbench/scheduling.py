@@ -4,11 +4,27 @@ A schedule is pure: it maps ``(step, total_steps, target_eps)`` to the perturbat
 that step, always within ``[0, target_eps]`` (eps in [0,1] pixel units for Linf, or the L2
 radius in the same pixel units). Subclasses implement :meth:`Schedule.alpha`, the fraction of
 the target eps as a function of training progress in [0, 1], and declare their parameters as
-:class:`Param` objects, which are also their Optuna search space.
+:class:`Param` objects (default, inclusive bounds, int/float, log scale), which are also their
+Optuna search space. Whether the trainer asks per step or per epoch is its own option
+(``schedule.granularity``): to a schedule a "step" is just a position out of ``total_steps``.
 
 Plugins live one file each in the top-level ``schedules/`` package, in installed packages
-under the entry-point group ``rftbench.schedules``, or in a user's file loaded with
-``--plugin path.py`` / ``plugins:`` in a config.
+under the entry-point group ``rftbench.schedules`` (the entry point's name is the schedule's
+name; it points at a :class:`Schedule` subclass), or in a user's file loaded with
+``--plugin path.py`` / ``plugins:`` in a config. A minimal plugin file::
+
+    from rftbench.scheduling import Param, Schedule, register_schedule
+
+    @register_schedule("quadratic")
+    class Quadratic(Schedule):
+        reference = "where the shape comes from"
+        params = (Param("power", 2.0, 1.0, 4.0),)
+
+        def alpha(self, progress):
+            return progress ** self.values["power"]
+
+Shapes that stay at 0 for a first phase, ramp to the target, then hold (the paper's shape and
+its smooth variants) subclass :class:`RampSchedule` and only implement ``ramp(u)``.
 """
 from __future__ import annotations
 
@@ -16,17 +32,24 @@ import importlib
 import math
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, RftbenchError
 from .registry import Registry
 
-SCHEDULES: Registry[type["Schedule"]] = Registry("schedule", entry_point_group="rftbench.schedules")
+
+class ScheduleDefinitionError(RftbenchError):
+    """A schedule plugin is malformed (bad parameter declaration, not a Schedule, ...)."""
 
 
 @dataclass(frozen=True)
 class Param:
-    """One declared schedule parameter: default, inclusive bounds and how Optuna searches it."""
+    """One declared schedule parameter: default, inclusive bounds and how Optuna searches it.
+
+    ``kind="int"`` parameters are searched with ``suggest_int``; ``log=True`` searches on a
+    log scale (needs ``low > 0``, or ``low >= 1`` for ints).
+    """
 
     name: str
     default: float
@@ -37,39 +60,74 @@ class Param:
     help: str = ""
 
     def validate(self, value: Any, schedule: str) -> float | int:
+        """``value`` as this parameter's type; ConfigError naming the parameter and its bounds."""
+        where = f"schedule {schedule!r}: parameter {self.name!r}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(
-                f"schedule {schedule!r}: parameter {self.name!r} must be a number in "
-                f"[{self.low}, {self.high}], got {value!r}."
-            )
+            raise ConfigError(f"{where} must be a number in [{self.low}, {self.high}], got {value!r}.")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}={value!r} is out of bounds [{self.low}, {self.high}].")
         if self.kind == "int":
             if float(value) != int(value):
-                raise ConfigError(f"schedule {schedule!r}: parameter {self.name!r} must be an integer, got {value!r}.")
+                raise ConfigError(f"{where} must be an integer in [{self.low:g}, {self.high:g}], got {value!r}.")
             value = int(value)
-        if not (self.low <= value <= self.high) or (isinstance(value, float) and math.isnan(value)):
-            raise ConfigError(
-                f"schedule {schedule!r}: parameter {self.name!r}={value!r} is out of bounds "
-                f"[{self.low}, {self.high}]."
-            )
+        else:
+            value = float(value)
+        if not (self.low <= value <= self.high):
+            raise ConfigError(f"{where}={value!r} is out of bounds [{self.low}, {self.high}].")
         return value
+
+    def distribution(self) -> Any:
+        """The Optuna distribution this parameter is searched with."""
+        import optuna
+
+        if self.kind == "int":
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log)
+        return optuna.distributions.FloatDistribution(float(self.low), float(self.high), log=self.log)
 
     def suggest(self, trial: Any, prefix: str = "") -> float | int:
         """Ask an ``optuna.Trial`` for a value of this parameter."""
         key = f"{prefix}{self.name}"
         if self.kind == "int":
             return trial.suggest_int(key, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(key, self.low, self.high, log=self.log)
+        return trial.suggest_float(key, float(self.low), float(self.high), log=self.log)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "default": self.default, "low": self.low, "high": self.high,
+                "kind": self.kind, "log": self.log, "help": self.help}
+
+    def problems(self) -> list[str]:
+        """What is wrong with this declaration (empty when it is well-formed)."""
+        out = []
+        if not (isinstance(self.name, str) and self.name.isidentifier()):
+            out.append(f"parameter name {self.name!r} must be a Python identifier")
+        if self.kind not in ("float", "int"):
+            out.append(f"{self.name!r}: kind must be 'float' or 'int', got {self.kind!r}")
+        nums = {"default": self.default, "low": self.low, "high": self.high}
+        bad = [k for k, v in nums.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+               or not math.isfinite(v)]
+        if bad:
+            return out + [f"{self.name!r}: {', '.join(bad)} must be finite numbers"]
+        if not self.low <= self.default <= self.high:
+            out.append(f"{self.name!r}: default {self.default} is outside its bounds [{self.low}, {self.high}]")
+        if self.kind == "int" and any(float(v) != int(v) for v in nums.values()):
+            out.append(f"{self.name!r}: an int parameter needs integer default and bounds")
+        if self.log and self.low <= 0 or self.log and self.kind == "int" and self.low < 1:
+            out.append(f"{self.name!r}: a log-scale parameter needs low > 0 (>= 1 for ints), got {self.low}")
+        return out
 
 
 class Schedule:
-    """Base class of epsilon schedules. Subclasses set ``params`` and implement ``alpha``."""
+    """Base class of epsilon schedules. Subclasses set ``params`` and implement ``alpha``.
+
+    An instance holds validated parameter values in ``self.values`` (name -> number).
+    """
 
     name: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
-    monotone: ClassVar[bool] = True  # non-decreasing in training progress
+    monotone: ClassVar[bool] = True  # non-decreasing in training progress (checked by the tests)
     reference: ClassVar[str] = ""  # where the shape comes from
 
-    def __init__(self, **values: Any):
+    def __init__(self, /, **values: Any):
         known = {p.name: p for p in self.params}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -86,39 +144,137 @@ class Schedule:
     def suggest_params(cls, trial: Any, prefix: str = "") -> dict[str, float | int]:
         """Sample this schedule's declared search space from an ``optuna.Trial``.
 
-        Schedules whose parameters constrain each other (``start <= end``) override this.
+        Schedules whose parameters constrain each other (``start <= end``) override this,
+        narrowing a bound to the part of the declared range that satisfies the constraint.
         """
         return {p.name: p.suggest(trial, prefix) for p in cls.params}
+
+    @classmethod
+    def search_space(cls) -> dict[str, Any]:
+        """The declared Optuna distributions, by parameter name."""
+        return {p.name: p.distribution() for p in cls.params}
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Name, parameters (defaults, bounds, kind), monotone flag and reference, as plain data."""
+        return {"name": cls.name, "monotone": cls.monotone, "reference": cls.reference,
+                "params": [p.describe() for p in cls.params]}
 
     def check(self, values: Mapping[str, float | int]) -> None:
         """Cross-parameter validation (e.g. ``start <= end``); raise ConfigError."""
 
     def alpha(self, progress: float) -> float:
-        """Fraction of the target eps at ``progress`` = step / total_steps in [0, 1)."""
+        """Fraction of the target eps at ``progress`` = step / total_steps in [0, 1]."""
         raise NotImplementedError
 
     def eps_at(self, step: int, total_steps: int, target_eps: float) -> float:
-        """The eps for ``step`` (0-based) of ``total_steps``, in the units of ``target_eps``."""
+        """The eps for ``step`` (0-based) of ``total_steps``, in the units of ``target_eps``.
+
+        Always within ``[0, target_eps]``: the plugin's ``alpha`` is clipped to [0, 1].
+        """
         if total_steps <= 0:
             raise ValueError(f"total_steps must be positive, got {total_steps}")
+        if not target_eps >= 0:
+            raise ValueError(f"target_eps must be >= 0, got {target_eps}")
         progress = min(max(step / total_steps, 0.0), 1.0)
         a = float(self.alpha(progress))
         if math.isnan(a):
-            a = 0.0
+            raise ScheduleDefinitionError(f"schedule {self!r} returned alpha = NaN at progress {progress}.")
         return float(target_eps) * min(max(a, 0.0), 1.0)
+
+    def eps_values(self, total_steps: int, target_eps: float) -> list[float]:
+        """eps for every step 0..total_steps-1."""
+        return [self.eps_at(s, total_steps, target_eps) for s in range(total_steps)]
 
     def __repr__(self) -> str:
         args = ",".join(f"{k}={v:g}" for k, v in self.values.items())
         return f"{self.name}({args})" if args else self.name
 
 
+class RampSchedule(Schedule):
+    """eps = 0 until ``start``, then ``ramp(u)`` of the target with u going 0 -> 1 until ``end``,
+    then the target (``start``/``end`` are fractions of training; ``start <= end``).
+
+    Subclasses implement ``ramp(u)``: non-decreasing on [0, 1] with ramp(0) = 0 and ramp(1) = 1;
+    they may add parameters after the two phase boundaries.
+    """
+
+    params = (
+        Param("start", 0.24, 0.0, 1.0, help="fraction of training with eps = 0 (T1 / T)"),
+        Param("end", 0.74, 0.0, 1.0, help="fraction of training at which eps reaches the target (T2 / T)"),
+    )
+
+    def ramp(self, u: float) -> float:
+        """Fraction of the target at position u in [0, 1) of the ramp."""
+        raise NotImplementedError
+
+    @classmethod
+    def suggest_params(cls, trial: Any, prefix: str = "") -> dict[str, float | int]:
+        by_name = {p.name: p for p in cls.params}
+        s, e = by_name["start"], by_name["end"]
+        start = trial.suggest_float(f"{prefix}start", s.low, s.high, log=s.log)
+        end = trial.suggest_float(f"{prefix}end", max(start, e.low), e.high, log=e.log)  # keeps start <= end
+        rest = {p.name: p.suggest(trial, prefix) for p in cls.params if p.name not in ("start", "end")}
+        return {"start": start, "end": end, **rest}
+
+    def check(self, values: Mapping[str, float | int]) -> None:
+        if values["start"] > values["end"]:
+            raise ConfigError(
+                f"schedule {self.name!r}: start={values['start']} must not exceed end={values['end']} "
+                f"(both are fractions of training)."
+            )
+
+    def alpha(self, progress: float) -> float:
+        start, end = self.values["start"], self.values["end"]
+        if progress < start:
+            return 0.0
+        if progress >= end:
+            return 1.0
+        return self.ramp((progress - start) / (end - start))
+
+
+def _check_schedule_class(name: str, obj: Any, source: str) -> None:
+    """Registry check: ``obj`` must be a well-formed Schedule subclass to be registered as ``name``."""
+    where = f"schedule {name!r} ({source})"
+    if not (isinstance(obj, type) and issubclass(obj, Schedule)):
+        raise ScheduleDefinitionError(
+            f"{where} must be a subclass of rftbench.scheduling.Schedule, got {obj!r}.")
+    if not name or not isinstance(name, str) or any(c in name for c in ":,= "):
+        raise ScheduleDefinitionError(f"{where}: a schedule name must be non-empty, without ':', ',', '=' or spaces.")
+    own_name = obj.__dict__.get("name")
+    if own_name and own_name != name:
+        raise ScheduleDefinitionError(
+            f"{where}: the class is registered as {own_name!r}; give it one name "
+            f"(an entry point's name must equal the schedule's name).")
+    if obj.alpha is Schedule.alpha or (issubclass(obj, RampSchedule) and obj.ramp is RampSchedule.ramp):
+        method = "ramp(self, u)" if issubclass(obj, RampSchedule) else "alpha(self, progress)"
+        raise ScheduleDefinitionError(f"{where} must implement {method}.")
+    params = obj.params
+    if not isinstance(params, tuple) or not all(isinstance(p, Param) for p in params):
+        raise ScheduleDefinitionError(f"{where}: params must be a tuple of rftbench.scheduling.Param.")
+    problems = [msg for p in params for msg in p.problems()]
+    names = [p.name for p in params]
+    problems += [f"parameter {n!r} is declared twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    if problems:
+        raise ScheduleDefinitionError(f"{where} declares bad parameters: " + "; ".join(problems) + ".")
+    obj.name = name
+    try:
+        obj().eps_at(0, 2, 1.0)
+    except RftbenchError as exc:
+        raise ScheduleDefinitionError(f"{where}: its defaults are not valid: {exc}") from None
+    except Exception as exc:
+        raise ScheduleDefinitionError(
+            f"{where} fails with its default parameters: {type(exc).__name__}: {exc}") from exc
+
+
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule", entry_point_group="rftbench.schedules",
+                                               check=_check_schedule_class)
+
+
 def register_schedule(name: str):
     """Class decorator: register a :class:`Schedule` subclass under ``name``."""
 
     def deco(cls: type[Schedule]) -> type[Schedule]:
-        if not (isinstance(cls, type) and issubclass(cls, Schedule)):
-            raise TypeError(f"@register_schedule({name!r}) must decorate a Schedule subclass")
-        cls.name = name
         SCHEDULES.add(name, cls)
         return cls
 
@@ -129,7 +285,15 @@ def _load_builtin_schedules() -> None:
     import schedules as pkg  # the top-level plugin package: one file per schedule
 
     for info in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{info.name}")
+        module = f"{pkg.__name__}.{info.name}"
+        try:
+            importlib.import_module(module)
+        except RftbenchError:
+            raise
+        except Exception as exc:
+            raise ScheduleDefinitionError(
+                f"built-in schedule module {module} ({Path(pkg.__path__[0]) / info.name}.py) failed to "
+                f"import: {type(exc).__name__}: {exc}") from exc
 
 
 SCHEDULES.add_loader(_load_builtin_schedules)
@@ -141,9 +305,31 @@ def create_schedule(name: str, params: Mapping[str, Any] | None = None) -> Sched
     return cls(**dict(params or {}))
 
 
+def suggest_schedule_params(name: str, trial: Any, prefix: str = "") -> dict[str, float | int]:
+    """One point of the declared search space of schedule ``name``, sampled from ``trial``.
+
+    Checks the plugin's ``suggest_params`` against its declaration: exactly the declared
+    names, each within its bounds (ScheduleDefinitionError otherwise).
+    """
+    cls = SCHEDULES.get(name)
+    values = cls.suggest_params(trial, prefix)
+    declared = [p.name for p in cls.params]
+    if sorted(values) != sorted(declared):
+        raise ScheduleDefinitionError(
+            f"schedule {name!r}: suggest_params returned {sorted(values)}, but the declared parameters "
+            f"are {sorted(declared)}; it must sample exactly those.")
+    try:
+        cls(**values)
+    except ConfigError as exc:
+        raise ScheduleDefinitionError(f"schedule {name!r}: suggest_params left the declared space: {exc}") from None
+    return values
+
+
 def parse_schedule_spec(spec: str) -> tuple[str, dict[str, float]]:
     """Parse ``"name:k=v,k2=v2"`` (the CLI form) into a name and a parameter dict."""
     name, _, rest = spec.partition(":")
+    if not name.strip():
+        raise ConfigError(f"schedule spec {spec!r} has no name; write NAME or NAME:key=value,...")
     params: dict[str, float] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
@@ -154,3 +340,66 @@ def parse_schedule_spec(spec: str) -> tuple[str, dict[str, float]]:
         except ValueError:
             raise ConfigError(f"schedule spec {spec!r}: {key}={value!r} is not a number.") from None
     return name.strip(), params
+
+
+def schedule_from_spec(spec: str) -> Schedule:
+    """Build a schedule from its CLI form ``"name:k=v,..."``."""
+    name, params = parse_schedule_spec(spec)
+    return create_schedule(name, params)
+
+
+def schedule_outline(schedule: Schedule, total_steps: int, target_eps: float) -> tuple[list[float], list[float]]:
+    """The schedule as the trainer sees it: eps held constant over each of ``total_steps``
+    steps, as a step-function outline (progress points from 0 to 1, eps at each point)."""
+    progress: list[float] = []
+    eps: list[float] = []
+    for s, e in enumerate(schedule.eps_values(total_steps, target_eps)):
+        progress += [s / total_steps, (s + 1) / total_steps]
+        eps += [e, e]
+    return progress, eps
+
+
+def plot_schedule_specs(specs: Sequence[str], out: str | Path, *, target_eps: float = 4 / 255,
+                        total_steps: int = 1000) -> tuple[Path, list[Schedule]]:
+    """Plot eps against training progress for each ``"name:k=v,..."`` spec on one figure.
+
+    ``target_eps`` in [0,1] pixel units; ``total_steps`` is the resolution (steps, or epochs
+    for a per-epoch schedule). Returns the figure's path and the schedules drawn.
+    """
+    if not specs:
+        raise ConfigError("name at least one schedule to plot, e.g. epsilon_scheduling:start=0.24,end=0.74")
+    if not (isinstance(target_eps, (int, float)) and math.isfinite(target_eps) and target_eps > 0):
+        raise ConfigError(f"target eps must be a positive number (pixel units, e.g. 4/255), got {target_eps!r}.")
+    if total_steps < 1:
+        raise ConfigError(f"total steps must be at least 1, got {total_steps}.")
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ConfigError(f"--out {str(out)!r}: write the figure to a .png, .pdf or .svg file.")
+    from .plots import plot_schedules  # matplotlib only when plotting
+
+    built = [schedule_from_spec(s) for s in specs]
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for sched in built:
+        label = repr(sched)
+        while label in series:
+            label += "'"
+        series[label] = schedule_outline(sched, total_steps, target_eps)
+    return plot_schedules(series, out, target_eps), built
+
+
+def schedule_catalog() -> list[dict[str, Any]]:
+    """Every registered schedule as plain data: ``describe()`` plus ``source`` (a file or an
+    entry point) and ``origin`` (``built-in``, ``entry point`` or ``file``)."""
+    import schedules as pkg
+
+    builtin_dir = Path(pkg.__path__[0]).resolve()
+    items = []
+    for entry in SCHEDULES.entries():
+        if entry.source.startswith("entry point"):
+            origin = "entry point"
+        elif Path(entry.source).resolve().parent == builtin_dir:
+            origin = "built-in"
+        else:
+            origin = "file"
+        items.append({**entry.obj.describe(), "name": entry.name, "source": entry.source, "origin": origin})
+    return items

@@ -15,9 +15,10 @@ from typing import Any
 import optuna
 
 from .config import ExperimentConfig
+from .errors import ConfigError
 from .experiment import load_plugins, run_experiment
 from .registry import Registry
-from .scheduling import SCHEDULES
+from .scheduling import SCHEDULES, suggest_schedule_params
 from .tracking import start_run
 
 SAMPLERS: Registry = Registry("sampler")
@@ -65,6 +66,13 @@ def tune(cfg: ExperimentConfig, *, n_trials: int, storage: str | None = None, st
     """Run ``n_trials`` trials (this worker) of the study over ``cfg.schedule``'s parameters."""
     load_plugins(cfg)
     schedule_cls = SCHEDULES.get(cfg.schedule.name)
+    if not schedule_cls.params:
+        tunable = [n for n in SCHEDULES.names() if SCHEDULES.get(n).params]
+        raise ConfigError(f"schedule {cfg.schedule.name!r} declares no parameters, so there is nothing to tune; "
+                          f"pick one that does: {', '.join(tunable)}.")
+    if cfg.schedule.params:
+        raise ConfigError(f"schedule.params {dict(cfg.schedule.params)} would be ignored: tuning searches every "
+                          f"declared parameter of {cfg.schedule.name!r}. Remove schedule.params from the config.")
     storage = storage or default_storage()
     study_name = study_name or f"{cfg.experiment}-{cfg.name}-{cfg.schedule.name}"
     study = optuna.create_study(study_name=study_name, storage=open_storage(storage), direction="maximize",
@@ -80,10 +88,11 @@ def tune(cfg: ExperimentConfig, *, n_trials: int, storage: str | None = None, st
                    tags={"rftbench.kind": "study", "optuna.study": study_name}) as parent:
         parent.log_params({"study": study_name, "storage": storage.split("@")[-1], "sampler": sampler,
                            "pruner": pruner, "schedule": cfg.schedule.name,
-                           "search_space": {p.name: [p.low, p.high] for p in schedule_cls.params}})
+                           "search_space": {p.name: {"low": p.low, "high": p.high, "kind": p.kind, "log": p.log}
+                                            for p in schedule_cls.params}})
 
         def objective(trial: optuna.Trial) -> float:
-            params = schedule_cls.suggest_params(trial)
+            params = suggest_schedule_params(cfg.schedule.name, trial)
             trial_cfg = base.model_copy(deep=True)
             trial_cfg.schedule.params = dict(params)
             trial_cfg.name = f"{cfg.name}-trial{trial.number}"
