@@ -91,7 +91,7 @@ def test_two_workers_share_one_study(tmp_path, postgres_url, mlflow_server, embe
 
     from rftbench.tracking import client_for
 
-    cfg = tiny_config(train__epochs=1, train__val_samples=32, experiment="distributed")
+    cfg = tiny_config(train__epochs=1, train__val_samples=32, experiment="distributed", schedule__params={})
     cfg_path = tmp_path / "tune.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg.model_dump()))
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "RFTBENCH_CACHE": str(embedded_cache)}

@@ -8,7 +8,7 @@ from rftbench.tune import tune
 
 def test_tune_records_trials_in_sqlite_and_mlflow(workdir):
     storage = f"sqlite:///{workdir / 'optuna.db'}"
-    cfg = tiny_config(train__epochs=1, train__val_samples=32)
+    cfg = tiny_config(train__epochs=1, train__val_samples=32, schedule__params={})
     res = tune(cfg, n_trials=2, storage=storage, study_name="s1", sampler="random", pruner="none")
     assert res.n_trials == 2 and len(res.trials) == 2
     study = optuna.load_study(study_name="s1", storage=storage)
