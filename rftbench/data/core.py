@@ -1,24 +1,26 @@
-"""Dataset registry: train / val / test splits of images in [0,1] (never normalised here).
+"""The dataset abstraction: train / val / test splits of images in [0,1] (never normalised here).
 
 A dataset factory takes the :class:`~rftbench.config.DataConfig`, the model's
-:class:`~rftbench.models.DataSpec` (input size, interpolation) and a seed, and returns
+:class:`~rftbench.models.DataSpec` (input size, interpolation, crop_pct) and a seed, and returns
 :class:`Splits`. Where a dataset has no validation split, a seeded, stratified one is carved
 from train and recorded in ``Splits.info``. Tuning uses val, never test.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .config import DataConfig
-from .errors import ConfigError
-from .models import DataSpec
-from .registry import Registry
+from ..config import DataConfig
+from ..errors import ConfigError, DataError, RftbenchError
+from ..models import DataSpec
+from ..registry import Registry
 
 
 @dataclass
@@ -40,6 +42,74 @@ class Splits:
 
 DatasetFactory = Callable[[DataConfig, DataSpec, int], Splits]
 DATASETS: Registry[DatasetFactory] = Registry("dataset", entry_point_group="rftbench.datasets")
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What ``rftbench datasets list`` shows about a dataset, and how its images are augmented.
+
+    ``layout`` is the on-disk layout under the data root (shown when files are missing);
+    ``download`` says where ``download: true`` fetches from (empty: not downloadable);
+    ``low_res``: native images are small (pad-and-crop augmentation instead of resized crops);
+    ``hflip``: horizontal flips keep the label (false for digits).
+    """
+
+    name: str
+    title: str
+    source: str
+    num_classes: int | None
+    splits: str
+    layout: str
+    download: str = ""
+    low_res: bool = False
+    hflip: bool = True
+    options: dict[str, str] = field(default_factory=dict)
+
+
+DATASET_META: dict[str, DatasetMeta] = {}
+
+
+def register_dataset(meta: DatasetMeta) -> Callable[[DatasetFactory], DatasetFactory]:
+    """Decorator: register a dataset factory under ``meta.name`` with its description."""
+
+    def deco(fn: DatasetFactory) -> DatasetFactory:
+        DATASETS.add(meta.name, fn)
+        DATASET_META[meta.name] = meta
+        return fn
+
+    return deco
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """Where datasets live: ``data.root`` ($VARS and ~ expanded), else ``$RFTBENCH_DATA``, else
+    ``<rftbench cache>/data``."""
+    if cfg.root:
+        expanded = os.path.expandvars(os.path.expanduser(cfg.root))
+        if "$" in expanded:
+            raise ConfigError(f"data.root {cfg.root!r} names an environment variable that is not set "
+                              f"({expanded!r}); set it (e.g. export RFTBENCH_DATA=/data) or give a plain path.")
+        return Path(expanded)
+    env = os.environ.get("RFTBENCH_DATA")
+    if env:
+        return Path(os.path.expanduser(env))
+    from ..embedded import cache_dir
+
+    return cache_dir() / "data"
+
+
+# options every image dataset takes: the scale range of RandomResizedCrop in training
+COMMON_OPTIONS: dict[str, Any] = {"crop_scale": (0.08, 1.0)}
+
+
+def take_options(cfg: DataConfig, allowed: dict[str, Any]) -> dict[str, Any]:
+    """``cfg.options`` merged over ``allowed`` (the defaults) and :data:`COMMON_OPTIONS`;
+    unknown keys are an error that lists the known ones."""
+    allowed = {**COMMON_OPTIONS, **allowed}
+    unknown = sorted(set(cfg.options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"dataset {cfg.name!r} has no option(s) {unknown}; it takes "
+                          f"{', '.join(sorted(allowed)) or 'none'}.")
+    return {**allowed, **cfg.options}
 
 
 class TensorImageDataset(Dataset):
@@ -68,6 +138,45 @@ class TensorImageDataset(Dataset):
         return self.labels.tolist()
 
 
+class ImageView(Dataset):
+    """Some samples of a dataset that yields ``(PIL image, label)``, with a transform applied.
+
+    Items are ``(float32 tensor (C,H,W) in [0,1], int)``. Labels are given up front (read from
+    the dataset's metadata, so building a split never decodes images). A file that cannot be
+    decoded raises :class:`DataError` naming the dataset and sample.
+    """
+
+    def __init__(self, base: Dataset, indices: Sequence[int], labels: Sequence[int], transform: Callable,
+                 dataset_name: str):
+        assert len(indices) == len(labels)
+        self.base, self.transform, self.dataset_name = base, transform, dataset_name
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        j = int(self.indices[i])
+        try:
+            img = self.base[j][0]
+            x = self.transform(img)
+        except RftbenchError:
+            raise
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            from .files import path_of_sample
+
+            path = path_of_sample(self.base, j)
+            raise DataError(f"dataset {self.dataset_name!r}: sample {j}{f' ({path})' if path else ''} cannot be "
+                            f"read ({type(exc).__name__}: {exc}). The file is corrupt or partial; replace it "
+                            f"(or download the dataset again with `data.download: true`).") from exc
+        return x, int(self.labels[i])
+
+    @property
+    def targets(self) -> list[int]:
+        return self.labels.tolist()
+
+
 def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split indices so that about ``fraction`` of each class goes to the second part.
 
@@ -75,7 +184,7 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    kept, carved = [], []
+    kept, carved = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
@@ -83,6 +192,20 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple
         carved.append(idx[:k])
         kept.append(idx[k:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(carved))
+
+
+def per_class_split(labels: Sequence[int], n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split with ``n_per_class`` samples of each class in the first part (all of a class
+    when it has fewer) and the rest in the second. Returns sorted (first, rest)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    first, rest = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        first.append(idx[:n_per_class])
+        rest.append(idx[n_per_class:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(rest))
 
 
 def indices_sha256(indices: Sequence[int]) -> str:
@@ -98,45 +221,56 @@ def eval_subset_indices(n_total: int, n_samples: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n_total, size=n_samples, replace=False))
 
 
-# ---------------------------------------------------------------- the embedded digits
-@DATASETS.register("digits")
-def digits(cfg: DataConfig, spec: DataSpec, seed: int) -> Splits:
-    """scikit-learn's 8x8 digits, upsampled to the model's input size (16 px for ``small_cnn``).
+@dataclass
+class Part:
+    """One official split of a dataset: a dataset yielding (PIL image, label), with its labels."""
 
-    options: ``task`` = ``target`` (digits 5-9, relabelled 0-4; the default) or ``source``
-    (digits 0-4, the pretraining task) or ``all``; ``test_fraction`` (default 0.3).
-    The test split is fixed (seed 0) so that every run of a task sees the same test images.
-    """
-    from .embedded import SOURCE_CLASSES, TARGET_CLASSES, load_digits_tensors
+    base: Dataset
+    labels: list[int]
+    indices: np.ndarray | None = None  # a subset of base (None: all of it)
 
-    opts = dict(cfg.options)
-    task = opts.pop("task", "target")
-    test_fraction = float(opts.pop("test_fraction", 0.3))
-    if opts:
-        raise ConfigError(f"dataset 'digits' has no option(s) {sorted(opts)}; it takes task, test_fraction.")
-    classes = {"target": TARGET_CLASSES, "source": SOURCE_CLASSES, "all": tuple(range(10))}.get(task)
-    if classes is None:
-        raise ConfigError(f"dataset 'digits': task must be target, source or all, got {task!r}.")
-    c, h, w = spec.input_size
-    if h != w:
-        raise ConfigError(f"dataset 'digits' makes square images; the model wants {h}x{w}.")
-    x, y = load_digits_tensors(h)
-    if c != 1:
-        x = x.expand(-1, c, -1, -1).contiguous()
-    keep = torch.isin(y, torch.tensor(classes))
-    x, y = x[keep], y[keep]
-    remap = torch.full((10,), -1, dtype=torch.long)
-    remap[torch.tensor(classes)] = torch.arange(len(classes))
-    y = remap[y]
-    trainval, test = stratified_split(y.tolist(), test_fraction, seed=0)
-    train_rel, val_rel = stratified_split(y[trainval].tolist(), cfg.val_fraction, seed=seed)
-    train, val = trainval[train_rel], trainval[val_rel]
-    info = {"dataset": "digits", "task": task, "classes": list(classes), "image_size": h,
-            "n_train": len(train), "n_val": len(val), "n_test": len(test),
-            "val_carved_from_train": True, "val_fraction": cfg.val_fraction, "split_seed": seed,
-            "val_indices_sha256": indices_sha256(val), "test_indices_sha256": indices_sha256(test)}
-    mk = lambda idx: TensorImageDataset(x[idx], y[idx])  # noqa: E731
-    return Splits(mk(train), mk(val), mk(test), len(classes), [str(k) for k in classes], info)
+    def index_array(self) -> np.ndarray:
+        return np.arange(len(self.labels)) if self.indices is None else self.indices
+
+    def label_array(self) -> np.ndarray:
+        return np.asarray(self.labels, dtype=np.int64)[self.index_array()]
+
+
+def assemble_splits(name: str, *, train: Part, test: Part, val: Part | None, class_names: list[str],
+                    cfg: DataConfig, spec: DataSpec, seed: int, meta: DatasetMeta,
+                    info: dict[str, Any] | None = None) -> Splits:
+    """Views with the model's transforms over official parts; a val split carved (seeded,
+    stratified by ``cfg.val_fraction``) from train where the dataset has none. All recorded."""
+    from .transforms import describe, eval_transform, train_transform
+
+    crop_scale = tuple(float(v) for v in cfg.options.get("crop_scale", COMMON_OPTIONS["crop_scale"]))
+    if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+        raise ConfigError(f"data.options.crop_scale must be [low, high] with 0 < low <= high <= 1; got {crop_scale}.")
+    tf_train = train_transform(spec, augment=cfg.augment, low_res=meta.low_res, hflip=meta.hflip,
+                               crop_scale=crop_scale)
+    tf_eval = eval_transform(spec)
+    tr_idx, tr_lab = train.index_array(), train.label_array()
+    carved = val is None
+    if carved:
+        kept, cut = stratified_split(tr_lab.tolist(), cfg.val_fraction, seed)
+        val_idx, val_lab, val_base = tr_idx[cut], tr_lab[cut], train.base
+        tr_idx, tr_lab = tr_idx[kept], tr_lab[kept]
+    else:
+        val_idx, val_lab, val_base = val.index_array(), val.label_array(), val.base
+    te_idx, te_lab = test.index_array(), test.label_array()
+    splits = Splits(
+        ImageView(train.base, tr_idx, tr_lab, tf_train, name), ImageView(val_base, val_idx, val_lab, tf_eval, name),
+        ImageView(test.base, te_idx, te_lab, tf_eval, name), len(class_names), list(class_names))
+    splits.info = {
+        "dataset": name, "num_classes": len(class_names), "n_train": len(tr_idx), "n_val": len(val_idx),
+        "n_test": len(te_idx), "val_carved_from_train": carved,
+        "val_fraction": cfg.val_fraction if carved else None, "split_seed": seed if carved else None,
+        "train_indices_sha256": indices_sha256(tr_idx), "val_indices_sha256": indices_sha256(val_idx),
+        "test_indices_sha256": indices_sha256(te_idx),
+        "transforms": {"train": describe(tf_train), "eval": describe(tf_eval)}, "normalised": False,
+        **(info or {}),
+    }
+    return splits
 
 
 def build_splits(cfg: DataConfig, spec: DataSpec, seed: int = 0) -> Splits:
