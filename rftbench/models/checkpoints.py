@@ -8,9 +8,12 @@ family loads such a checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -35,6 +38,21 @@ def save_checkpoint(model: PixelModel, path: str | Path) -> Path:
     arch_path = Path(str(path) + ".json")
     arch_path.write_text(json.dumps(model.arch, indent=2))
     return path
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Force ``torch.load(weights_only=True)`` inside libraries that do not pass the flag
+    (torchvision's weight builders, RobustBench); torch honours the variable even over ``weights_only=False``."""
+    old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
 
 
 def looks_like_html(path: str | Path) -> bool:

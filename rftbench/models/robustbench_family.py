@@ -13,7 +13,6 @@ RobustBench loads it, and loads with ``weights_only`` forced on.
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib.util
 import os
@@ -22,10 +21,10 @@ import tempfile
 import types
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import CheckpointError, ConfigError, OfflineError, RftbenchError
-from .checkpoints import looks_like_html
+from .checkpoints import looks_like_html, weights_only_loads
 from .core import MODEL_FAMILIES, DataSpec, PixelModel, name_check
 from .heads import head_out_features, reset_head
 
@@ -167,23 +166,9 @@ def _fetch(dataset: str, threat: str, name: str, entry: dict, model_dir: Path) -
         _verify_checkpoint(path)
 
 
-@contextlib.contextmanager
-def _weights_only_loads() -> Iterator[None]:
-    """Force ``torch.load(weights_only=True)`` inside RobustBench (it does not pass the flag)."""
-    old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
-    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
-        else:
-            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
-
-
 def _load(utils, name: str, model_dir: Path, dataset: str, threat: str, **extra):
     try:
-        with _weights_only_loads(), warnings.catch_warnings():
+        with weights_only_loads(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return utils.load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat, **extra)
     except RftbenchError:

@@ -26,7 +26,10 @@ def check_timm_name(rest: str) -> None:
 
     arch, _, tag = rest.partition(".")
     if not arch or not timm.is_model(arch):
-        close = timm.list_models(f"*{arch[:6]}*")[:8] if arch else []
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=8, cutoff=0.75) if arch else []
+        close = close or (timm.list_models(f"*{arch[:6]}*")[:8] if arch else [])
         raise ConfigError(f"timm has no model {rest!r}. Similar names: {', '.join(close) or '(none)'}; "
                           f"see `rftbench models list --timm '<pattern>'`.")
     if tag:

@@ -7,10 +7,12 @@ cache (``$TORCH_HOME/hub/checkpoints``), or come from a local file (``weights: p
 """
 from __future__ import annotations
 
+import pickle
 from typing import Any
+from urllib.error import URLError
 
-from ..errors import CheckpointError, ConfigError
-from .checkpoints import load_state_dict_file
+from ..errors import CheckpointError, ConfigError, OfflineError
+from .checkpoints import load_state_dict_file, weights_only_loads
 from .core import MODEL_FAMILIES, DataSpec, PixelModel, name_check
 from .heads import head_name, head_out_features, reset_head
 
@@ -80,7 +82,16 @@ def torchvision_model(rest: str, num_classes: int, *, pretrained: bool, weights:
     elif pretrained:
         require_url_file(tv_weights.url, f"torchvision weights {tv_weights}", url_cache_path(tv_weights.url),
                          "set `model.weights: /path/to/file.pth` (or `model.pretrained: false`)")
-        net = get_model(arch, weights=tv_weights, **kwargs)
+        cached = url_cache_path(tv_weights.url)
+        try:
+            with weights_only_loads():  # torchvision's builders call torch.load without weights_only
+                net = get_model(arch, weights=tv_weights, **kwargs)
+        except URLError as exc:
+            raise OfflineError(f"downloading {tv_weights.url} failed ({exc}); put the file at {cached} or set "
+                               f"`model.weights: /path/to/file.pth`.") from None
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+            raise CheckpointError(f"torchvision weights {cached} cannot be read ({type(exc).__name__}: {exc}); "
+                                  f"the file is corrupt or partial: delete it and download it again.") from None
     else:
         net = get_model(arch, weights=None, num_classes=num_classes, **kwargs)
     if head_out_features(net) != num_classes:
