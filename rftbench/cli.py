@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsl.add_argument("--json", action="store_true")
     dsl.set_defaults(func=cmd_datasets_list)
 
-    sw = sub.add_parser("sweep", help="expand a grid spec (benchmarks/*grid*.yaml) and run, list or write its configs")
+    sw = sub.add_parser("sweep", help="expand a grid spec (benchmarks/grids/*.yaml) and run, list or write its configs")
     sw.add_argument("spec")
     sw.add_argument("--list", action="store_true", help="validate and list the runs; train nothing")
     sw.add_argument("--write-configs", metavar="DIR", help="write one config YAML per run into DIR; train nothing")

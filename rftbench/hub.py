@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -30,12 +31,24 @@ def offline_flag() -> bool:
 
 @lru_cache(maxsize=32)
 def can_reach(host: str, port: int = 443, timeout: float = 1.5) -> bool:
-    """True when a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """True when a TCP connection to ``host:port`` opens within about ``timeout`` seconds.
+
+    The probe runs in a daemon thread, so a hanging DNS lookup (which the socket timeout does
+    not cover) cannot stall the caller for more than ``2 * timeout``.
+    """
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, name=f"rftbench-probe-{host}", daemon=True)
+    thread.start()
+    thread.join(2 * timeout)
+    return bool(result and result[0])
 
 
 def online(host_or_url: str) -> bool:

@@ -5,7 +5,7 @@ A grid spec has a ``base`` config (any :class:`~rftbench.config.ExperimentConfig
 the product of the axes, in the order written. ``name`` is a template over the axis labels,
 e.g. ``"{backbone}-{dataset}-eps{eps}-{schedule}"``. Expanding validates every config and
 resolves every registry name offline (no weights or data touched), so a grid fails before
-any GPU time is spent. ``benchmarks/paper_grid.yaml`` is the paper-scale spec.
+any GPU time is spent. ``benchmarks/grids/paper_grid.yaml`` is the paper-scale spec.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from rftbench.errors import ConfigError
 from rftbench.models.catalog import PAPER_BACKBONES
 from rftbench.sweep import expand_grid, load_grid_spec, run_grid, select_runs, write_configs
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "grids"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from .core import MODEL_FAMILIES
 TIMM_PATTERNS = ("resnet*", "convnext*", "vit_*", "*clip*", "swin*", "deit*", "efficientnet*", "regnet*",
                  "beit*", "eva*", "test_*")
 
-# The paper-scale grid's backbones (benchmarks/paper_grid.yaml): concrete timm names + tags.
+# The paper-scale grid's backbones (benchmarks/grids/paper_grid.yaml): concrete timm names + tags.
 PAPER_BACKBONES = {
     "swin": "timm:swin_base_patch4_window7_224.ms_in1k",
     "vit": "timm:vit_base_patch16_224.augreg_in21k_ft_in1k",

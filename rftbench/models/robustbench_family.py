@@ -22,9 +22,10 @@ import types
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.error import URLError
 
 from ..errors import CheckpointError, ConfigError, OfflineError, RftbenchError
-from .checkpoints import looks_like_html, weights_only_loads
+from .checkpoints import load_state_dict_file, looks_like_html, weights_only_loads
 from .core import MODEL_FAMILIES, DataSpec, PixelModel, name_check
 from .heads import head_out_features, reset_head
 
@@ -173,6 +174,9 @@ def _load(utils, name: str, model_dir: Path, dataset: str, threat: str, **extra)
             return utils.load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat, **extra)
     except RftbenchError:
         raise
+    except URLError as exc:
+        raise OfflineError(f"RobustBench needed a download for {dataset}/{threat}/{name} that failed ({exc}); "
+                           f"run it once with network, or set `model.weights: /path/to/file`.") from None
     except Exception as exc:
         raise CheckpointError(f"RobustBench could not load {dataset}/{threat}/{name} from {model_dir}: "
                               f"{type(exc).__name__}: {exc}. The checkpoint is corrupt, partial or not a "
@@ -217,8 +221,14 @@ def robustbench_model(rest: str, num_classes: int, *, pretrained: bool, weights:
                               f"RFTBENCH_ROBUSTBENCH_DIR instead of using model.weights.")
         weights_path = Path(weights).expanduser().resolve()
         _verify_checkpoint(weights_path)
-        if timm_name is not None:
-            net = _load(utils, name, robustbench_dir(), dataset, threat, custom_checkpoint=str(weights_path))
+        if timm_name is not None:  # RobustBench would fetch hub weights first; load the file alone
+            import timm
+
+            net = timm.create_model(timm_name, pretrained=False, num_classes=_NUM_CLASSES[dataset])
+            try:
+                net.load_state_dict(load_state_dict_file(weights_path))
+            except RuntimeError as exc:
+                raise CheckpointError(f"weights file {weights} does not match {dataset}/{threat}/{name}: {exc}") from None
         else:
             with tempfile.TemporaryDirectory(prefix="rftbench-rb-") as tmp:
                 (link := checkpoint_paths(Path(tmp), dataset, threat, name, entry)[0]).parent.mkdir(parents=True)
