@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DataConfig
-from ..errors import ConfigError, DataError, RftbenchError
+from ..errors import ConfigError, DataError
 from ..models import DataSpec
 from .core import DatasetMeta, Part, Splits, assemble_splits, data_root, register_dataset, stratified_split, \
     take_options
@@ -75,8 +75,5 @@ def imagefolder(cfg: DataConfig, spec: DataSpec, seed: int) -> Splits:
     info["official_splits"] = [k for k in ("train", "val", "test") if has_split_dirs and split_dirs[k].is_dir()]
     if len(np.unique(train.label_array())) < len(classes):
         raise DataError(f"dataset 'imagefolder': some class folders under {root} have no training images.")
-    try:
-        return assemble_splits(FOLDER.name, train=train, test=test, val=val, class_names=classes, cfg=cfg,
-                               spec=spec, seed=seed, meta=FOLDER, info=info)
-    except RftbenchError:
-        raise
+    return assemble_splits(FOLDER.name, train=train, test=test, val=val, class_names=classes, cfg=cfg, spec=spec,
+                           seed=seed, meta=FOLDER, info=info)
