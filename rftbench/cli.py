@@ -145,6 +145,83 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_models_list(args) -> int:
+    from .models import describe_models
+
+    info = describe_models(args.timm)
+    if args.json:
+        _print_json(info)
+        return 0
+    console = Console()
+    table = Table(title="model families (name -> model.name)")
+    for col in ("family", "usage"):
+        table.add_column(col)
+    for f in info["families"]:
+        table.add_row(f["name"], f["usage"])
+    console.print(table)
+    table = Table(title="built-in models")
+    for col in ("name", "input (C, H, W)", "description"):
+        table.add_column(col)
+    for b in info["builtins"]:
+        table.add_row(b["name"], str(tuple(b["input_size"])), b["description"])
+    console.print(table)
+    t = info["timm"]
+    table = Table(title=f"timm {t['version']}: {t['n_architectures']} architectures, {t['n_pretrained']} pretrained tags")
+    for col in ("pattern", "architectures", "pretrained tags"):
+        table.add_column(col)
+    for p in t["patterns"]:
+        table.add_row(p["pattern"], str(p["n_architectures"]), str(p["n_pretrained"]))
+    console.print(table)
+    console.print("paper backbones: " + ", ".join(f"{k}={v}" for k, v in info["paper_backbones"].items()))
+    if "matches" in t:
+        console.print(f"timm pretrained names matching {args.timm!r} ({len(t['matches'])}):")
+        console.print("\n".join("  timm:" + m for m in t["matches"]) or "  (none)")
+    return 0
+
+
+def cmd_datasets_list(args) -> int:
+    from .data import describe_datasets
+
+    items = describe_datasets()
+    if args.json:
+        _print_json(items)
+        return 0
+    table = Table(title="datasets (data.name); data.root or $RFTBENCH_DATA is the data root")
+    for col in ("name", "dataset", "classes", "splits", "download"):
+        table.add_column(col)
+    for d in items:
+        table.add_row(d["name"], d["title"], str(d.get("num_classes") or "-"), d.get("splits", ""),
+                      "yes" if d.get("download") else "no")
+    Console().print(table)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import expand_grid, load_grid_spec, run_grid, select_runs, write_configs
+
+    runs = select_runs(expand_grid(load_grid_spec(args.spec), args.spec, args.set), args.only, args.shard)
+    if args.write_configs:
+        paths = write_configs(runs, args.write_configs)
+        out: Any = {"written": [str(p) for p in paths]}
+    elif args.list:
+        out = [{"name": r.name, **r.labels, "model": r.config.model.name, "dataset": r.config.data.name,
+                "target_eps": r.config.attack.target_eps, "schedule": r.config.schedule.name} for r in runs]
+    else:
+        out = run_grid(runs)
+    if args.json:
+        _print_json(out)
+    elif isinstance(out, list) and out and args.list:
+        table = Table(title=f"{len(out)} runs of {args.spec}")
+        for col in out[0]:
+            table.add_column(col)
+        for row in out:
+            table.add_row(*[f"{v:.5g}" if isinstance(v, float) else str(v) for v in row.values()])
+        Console().print(table)
+    else:
+        Console().print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rftbench", description="Robust fine-tuning benchmark harness.")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
@@ -203,6 +280,29 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tu.add_argument("--json", action="store_true")
     tu.set_defaults(func=cmd_tune)
+
+    mo = sub.add_parser("models", help="the model registry")
+    mosub = mo.add_subparsers(dest="models_command", required=True)
+    mol = mosub.add_parser("list", help="model families, built-ins and timm name patterns")
+    mol.add_argument("--timm", metavar="PATTERN", help="also list timm pretrained names matching PATTERN, e.g. 'vit_base*'")
+    mol.add_argument("--json", action="store_true")
+    mol.set_defaults(func=cmd_models_list)
+
+    ds = sub.add_parser("datasets", help="the dataset registry")
+    dssub = ds.add_subparsers(dest="datasets_command", required=True)
+    dsl = dssub.add_parser("list", help="datasets, their splits, layouts and download sources")
+    dsl.add_argument("--json", action="store_true")
+    dsl.set_defaults(func=cmd_datasets_list)
+
+    sw = sub.add_parser("sweep", help="expand a grid spec (benchmarks/grids/*.yaml) and run, list or write its configs")
+    sw.add_argument("spec")
+    sw.add_argument("--list", action="store_true", help="validate and list the runs; train nothing")
+    sw.add_argument("--write-configs", metavar="DIR", help="write one config YAML per run into DIR; train nothing")
+    sw.add_argument("--only", action="append", default=[], metavar="GLOB", help="only runs whose name matches (repeatable)")
+    sw.add_argument("--shard", metavar="I/N", help="only every N-th run starting at I (0-based), for N workers")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every run")
+    sw.add_argument("--json", action="store_true")
+    sw.set_defaults(func=cmd_sweep)
     return p
 
 

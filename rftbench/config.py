@@ -44,6 +44,7 @@ class ModelConfig(_Strict):
     weights: Optional[str] = None
     finetune: Literal["full", "linear_probe"] = "full"
     head_lr_scale: float = Field(1.0, gt=0)
+    head_weight_decay: Optional[float] = Field(None, ge=0)  # None: train.weight_decay for the head too
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 

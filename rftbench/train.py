@@ -76,7 +76,9 @@ def param_groups(model: PixelModel, cfg: ExperimentConfig) -> list[dict[str, Any
     out = []
     for (is_head, no_decay), params in groups.items():
         out.append({"params": params, "lr_scale": cfg.model.head_lr_scale if is_head else 1.0,
-                    "weight_decay": 0.0 if no_decay else cfg.train.weight_decay,
+                    "weight_decay": 0.0 if no_decay else (cfg.model.head_weight_decay if is_head and
+                                                          cfg.model.head_weight_decay is not None
+                                                          else cfg.train.weight_decay),
                     "name": ("head" if is_head else "backbone") + ("_nodecay" if no_decay else "")})
     return out
 

@@ -1,0 +1,305 @@
+"""The dataset abstraction: train / val / test splits of images in [0,1] (never normalised here).
+
+A dataset factory takes the :class:`~rftbench.config.DataConfig`, the model's
+:class:`~rftbench.models.DataSpec` (input size, interpolation, crop_pct) and a seed, and returns
+:class:`Splits`. Where a dataset has no validation split, a seeded, stratified one is carved
+from train and recorded in ``Splits.info``. Tuning uses val, never test.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import DataConfig
+from ..errors import ConfigError, DataError, RftbenchError
+from ..models import DataSpec
+from ..registry import Registry
+
+
+@dataclass
+class Splits:
+    """The three splits of one task. Each item is ``(image float32 (C,H,W) in [0,1], label int)``."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    class_names: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> Dataset:
+        if name not in ("train", "val", "test"):
+            raise ConfigError(f"unknown split {name!r}; use train, val or test.")
+        return getattr(self, name)
+
+
+DatasetFactory = Callable[[DataConfig, DataSpec, int], Splits]
+DATASETS: Registry[DatasetFactory] = Registry("dataset", entry_point_group="rftbench.datasets")
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What ``rftbench datasets list`` shows about a dataset, and how its images are augmented.
+
+    ``layout`` is the on-disk layout under the data root (shown when files are missing);
+    ``download`` says where ``download: true`` fetches from (empty: not downloadable);
+    ``low_res``: native images are small (pad-and-crop augmentation instead of resized crops);
+    ``hflip``: horizontal flips keep the label (false for digits).
+    """
+
+    name: str
+    title: str
+    source: str
+    num_classes: int | None
+    splits: str
+    layout: str
+    download: str = ""
+    low_res: bool = False
+    hflip: bool = True
+    options: dict[str, str] = field(default_factory=dict)
+
+
+DATASET_META: dict[str, DatasetMeta] = {}
+
+
+def register_dataset(meta: DatasetMeta) -> Callable[[DatasetFactory], DatasetFactory]:
+    """Decorator: register a dataset factory under ``meta.name`` with its description."""
+
+    def deco(fn: DatasetFactory) -> DatasetFactory:
+        DATASETS.add(meta.name, fn)
+        DATASET_META[meta.name] = meta
+        return fn
+
+    return deco
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """Where datasets live: ``data.root`` ($VARS and ~ expanded), else ``$RFTBENCH_DATA``, else
+    ``<rftbench cache>/data``."""
+    if cfg.root:
+        expanded = os.path.expandvars(os.path.expanduser(cfg.root))
+        if "$" in expanded:
+            raise ConfigError(f"data.root {cfg.root!r} names an environment variable that is not set "
+                              f"({expanded!r}); set it (e.g. export RFTBENCH_DATA=/data) or give a plain path.")
+        return Path(expanded)
+    env = os.environ.get("RFTBENCH_DATA")
+    if env:
+        return Path(os.path.expanduser(env))
+    from ..embedded import cache_dir
+
+    return cache_dir() / "data"
+
+
+# options every image dataset takes: the scale range of RandomResizedCrop in training
+COMMON_OPTIONS: dict[str, Any] = {"crop_scale": (0.08, 1.0)}
+
+
+def take_options(cfg: DataConfig, allowed: dict[str, Any]) -> dict[str, Any]:
+    """``cfg.options`` merged over ``allowed`` (the defaults) and :data:`COMMON_OPTIONS`;
+    unknown keys are an error that lists the known ones."""
+    allowed = {**COMMON_OPTIONS, **allowed}
+    unknown = sorted(set(cfg.options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"dataset {cfg.name!r} has no option(s) {unknown}; it takes "
+                          f"{', '.join(sorted(allowed)) or 'none'}.")
+    return {**allowed, **cfg.options}
+
+
+class TensorImageDataset(Dataset):
+    """Images held in memory as one float tensor (N, C, H, W) in [0,1] plus int64 labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None):
+        assert images.ndim == 4 and len(images) == len(labels)
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        return (self.transform(x) if self.transform else x), int(self.labels[i])
+
+    def __getitems__(self, idx: Sequence[int]):  # batched fetch: one gather instead of N
+        idx_t = torch.as_tensor(idx)
+        xs = self.images[idx_t]
+        if self.transform is not None:
+            xs = torch.stack([self.transform(x) for x in xs])
+        return list(zip(xs, self.labels[idx_t].tolist()))
+
+    @property
+    def targets(self) -> list[int]:
+        return self.labels.tolist()
+
+
+class ImageView(Dataset):
+    """Some samples of a dataset that yields ``(PIL image, label)``, with a transform applied.
+
+    Items are ``(float32 tensor (C,H,W) in [0,1], int)``. Labels are given up front (read from
+    the dataset's metadata, so building a split never decodes images). A file that cannot be
+    decoded raises :class:`DataError` naming the dataset and sample.
+    """
+
+    def __init__(self, base: Dataset, indices: Sequence[int], labels: Sequence[int], transform: Callable,
+                 dataset_name: str):
+        assert len(indices) == len(labels)
+        self.base, self.transform, self.dataset_name = base, transform, dataset_name
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        j = int(self.indices[i])
+        try:
+            img = self.base[j][0]
+            x = self.transform(img)
+        except RftbenchError:
+            raise
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            from .files import path_of_sample
+
+            path = path_of_sample(self.base, j)
+            raise DataError(f"dataset {self.dataset_name!r}: sample {j}{f' ({path})' if path else ''} cannot be "
+                            f"read ({type(exc).__name__}: {exc}). The file is corrupt or partial; replace it "
+                            f"(or download the dataset again with `data.download: true`).") from exc
+        return x, int(self.labels[i])
+
+    @property
+    def targets(self) -> list[int]:
+        return self.labels.tolist()
+
+
+def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices so that about ``fraction`` of each class goes to the second part.
+
+    Returns (kept, carved) index arrays, each sorted. Deterministic in ``seed``.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    kept, carved = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        k = int(round(len(idx) * fraction))
+        carved.append(idx[:k])
+        kept.append(idx[k:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(carved))
+
+
+def per_class_split(labels: Sequence[int], n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split with ``n_per_class`` samples of each class in the first part (all of a class
+    when it has fewer) and the rest in the second. Returns sorted (first, rest)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    first, rest = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        first.append(idx[:n_per_class])
+        rest.append(idx[n_per_class:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(rest))
+
+
+def indices_sha256(indices: Sequence[int]) -> str:
+    """sha256 of an index list (as little-endian int64), recorded with every result that used it."""
+    return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()
+
+
+def eval_subset_indices(n_total: int, n_samples: int, seed: int) -> np.ndarray:
+    """A fixed, seeded evaluation subset: ``min(n_samples, n_total)`` sorted indices."""
+    if n_samples >= n_total:
+        return np.arange(n_total)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_total, size=n_samples, replace=False))
+
+
+@dataclass
+class Part:
+    """One official split of a dataset: a dataset yielding (PIL image, label), with its labels."""
+
+    base: Dataset
+    labels: list[int]
+    indices: np.ndarray | None = None  # a subset of base (None: all of it)
+
+    def index_array(self) -> np.ndarray:
+        return np.arange(len(self.labels)) if self.indices is None else self.indices
+
+    def label_array(self) -> np.ndarray:
+        return np.asarray(self.labels, dtype=np.int64)[self.index_array()]
+
+
+def assemble_splits(name: str, *, train: Part, test: Part, val: Part | None, class_names: list[str],
+                    cfg: DataConfig, spec: DataSpec, seed: int, meta: DatasetMeta,
+                    info: dict[str, Any] | None = None) -> Splits:
+    """Views with the model's transforms over official parts; a val split carved (seeded,
+    stratified by ``cfg.val_fraction``) from train where the dataset has none. All recorded."""
+    from .transforms import describe, eval_transform, train_transform
+
+    crop_scale = tuple(float(v) for v in cfg.options.get("crop_scale", COMMON_OPTIONS["crop_scale"]))
+    if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+        raise ConfigError(f"data.options.crop_scale must be [low, high] with 0 < low <= high <= 1; got {crop_scale}.")
+    tf_train = train_transform(spec, augment=cfg.augment, low_res=meta.low_res, hflip=meta.hflip,
+                               crop_scale=crop_scale)
+    tf_eval = eval_transform(spec)
+    tr_idx, tr_lab = train.index_array(), train.label_array()
+    carved = val is None
+    if carved:
+        kept, cut = stratified_split(tr_lab.tolist(), cfg.val_fraction, seed)
+        val_idx, val_lab, val_base = tr_idx[cut], tr_lab[cut], train.base
+        tr_idx, tr_lab = tr_idx[kept], tr_lab[kept]
+    else:
+        val_idx, val_lab, val_base = val.index_array(), val.label_array(), val.base
+    te_idx, te_lab = test.index_array(), test.label_array()
+    splits = Splits(
+        ImageView(train.base, tr_idx, tr_lab, tf_train, name), ImageView(val_base, val_idx, val_lab, tf_eval, name),
+        ImageView(test.base, te_idx, te_lab, tf_eval, name), len(class_names), list(class_names))
+    splits.info = {
+        "dataset": name, "num_classes": len(class_names), "n_train": len(tr_idx), "n_val": len(val_idx),
+        "n_test": len(te_idx), "val_carved_from_train": carved,
+        "val_fraction": cfg.val_fraction if carved else None, "split_seed": seed if carved else None,
+        "train_indices_sha256": indices_sha256(tr_idx), "val_indices_sha256": indices_sha256(val_idx),
+        "test_indices_sha256": indices_sha256(te_idx),
+        "transforms": {"train": describe(tf_train), "eval": describe(tf_eval)}, "normalised": False,
+        **(info or {}),
+    }
+    return splits
+
+
+def build_splits(cfg: DataConfig, spec: DataSpec, seed: int = 0) -> Splits:
+    """The one door: build the splits of dataset ``cfg.name`` for a model with input ``spec``."""
+    return DATASETS.get(cfg.name)(cfg, spec, seed)
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """A seeded permutation per epoch, resumable mid-epoch: order = f(seed, epoch) only.
+
+    ``set_epoch(e, skip=k)`` starts epoch ``e`` after its first ``k`` samples, so a resumed
+    run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self):
+        return iter(self.order()[self.skip:])
+
+    def __len__(self) -> int:
+        return self.n - self.skip

@@ -1,0 +1,56 @@
+"""The embedded digits: scikit-learn's 8x8 digits, no download (the demo's and tests' data)."""
+from __future__ import annotations
+
+import torch
+
+from ..config import DataConfig
+from ..errors import ConfigError
+from ..models import DataSpec
+from .core import DatasetMeta, Splits, TensorImageDataset, indices_sha256, register_dataset, stratified_split
+
+DIGITS = DatasetMeta(
+    "digits", "embedded digits (scikit-learn 8x8)", "sklearn.datasets.load_digits", 5,
+    "test fixed (30%, seed 0); val carved from train", "(none: ships inside scikit-learn)",
+    low_res=True, hflip=False,
+    options={"task": "target (digits 5-9, default), source (0-4, the pretraining task) or all",
+             "test_fraction": "default 0.3"})
+
+
+@register_dataset(DIGITS)
+def digits(cfg: DataConfig, spec: DataSpec, seed: int) -> Splits:
+    """scikit-learn's 8x8 digits, upsampled to the model's input size (16 px for ``small_cnn``).
+
+    options: ``task`` = ``target`` (digits 5-9, relabelled 0-4; the default) or ``source``
+    (digits 0-4, the pretraining task) or ``all``; ``test_fraction`` (default 0.3).
+    The test split is fixed (seed 0) so that every run of a task sees the same test images.
+    """
+    from ..embedded import SOURCE_CLASSES, TARGET_CLASSES, load_digits_tensors
+
+    opts = dict(cfg.options)
+    task = opts.pop("task", "target")
+    test_fraction = float(opts.pop("test_fraction", 0.3))
+    if opts:
+        raise ConfigError(f"dataset 'digits' has no option(s) {sorted(opts)}; it takes task, test_fraction.")
+    classes = {"target": TARGET_CLASSES, "source": SOURCE_CLASSES, "all": tuple(range(10))}.get(task)
+    if classes is None:
+        raise ConfigError(f"dataset 'digits': task must be target, source or all, got {task!r}.")
+    c, h, w = spec.input_size
+    if h != w:
+        raise ConfigError(f"dataset 'digits' makes square images; the model wants {h}x{w}.")
+    x, y = load_digits_tensors(h)
+    if c != 1:
+        x = x.expand(-1, c, -1, -1).contiguous()
+    keep = torch.isin(y, torch.tensor(classes))
+    x, y = x[keep], y[keep]
+    remap = torch.full((10,), -1, dtype=torch.long)
+    remap[torch.tensor(classes)] = torch.arange(len(classes))
+    y = remap[y]
+    trainval, test = stratified_split(y.tolist(), test_fraction, seed=0)
+    train_rel, val_rel = stratified_split(y[trainval].tolist(), cfg.val_fraction, seed=seed)
+    train, val = trainval[train_rel], trainval[val_rel]
+    info = {"dataset": "digits", "task": task, "classes": list(classes), "image_size": h,
+            "n_train": len(train), "n_val": len(val), "n_test": len(test),
+            "val_carved_from_train": True, "val_fraction": cfg.val_fraction, "split_seed": seed,
+            "val_indices_sha256": indices_sha256(val), "test_indices_sha256": indices_sha256(test)}
+    mk = lambda idx: TensorImageDataset(x[idx], y[idx])  # noqa: E731
+    return Splits(mk(train), mk(val), mk(test), len(classes), [str(k) for k in classes], info)

@@ -1,0 +1,127 @@
+"""Built-in networks for CPU work: the demo's small CNN and a small ResNet for 32 px inputs.
+
+Names: ``small_cnn`` / ``small_resnet`` (or ``builtin:<name>``). ``pretrained: true`` means the
+embedded non-robust checkpoint (plainly trained on digits 0-4, cached; see
+:mod:`rftbench.embedded`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from ..registry import Registry
+from .checkpoints import load_checkpoint
+from .core import MODEL_FAMILIES, DataSpec, PixelModel, name_check
+
+
+class SmallCNN(nn.Module):
+    """A 4-layer CNN for small grayscale or colour images (the embedded default's network)."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, width: int = 32):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.num_features = 2 * w
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head = nn.Linear(self.num_features, num_classes).to(self.head.weight.device)
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (nn.Sequential() if stride == 1 and cin == cout else
+                      nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+
+class SmallResNet(nn.Module):
+    """A ResNet-8-style network for 32 px inputs (3 stages of one basic block)."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 16):
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+        self.layers = nn.Sequential(_BasicBlock(w, w, 1), _BasicBlock(w, 2 * w, 2), _BasicBlock(2 * w, 4 * w, 2))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.num_features = 4 * w
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def forward(self, x):
+        return self.head(self.pool(self.layers(self.stem(x))))
+
+    get_classifier = SmallCNN.get_classifier
+    reset_classifier = SmallCNN.reset_classifier
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A built-in network: its constructor, default kwargs and input spec."""
+
+    build: Callable[..., nn.Module]
+    spec: DataSpec
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+BUILTIN_MODELS: Registry[BuiltinModel] = Registry("built-in model")
+BUILTIN_MODELS.add("small_cnn", BuiltinModel(SmallCNN, DataSpec((1, 16, 16), (0.5,), (0.5,)), {"in_chans": 1},
+                                             "4-layer CNN, 16 px grayscale (the demo's network)"))
+BUILTIN_MODELS.add("small_resnet", BuiltinModel(SmallResNet, DataSpec((3, 32, 32), (0.4914, 0.4822, 0.4465),
+                                                                      (0.2470, 0.2435, 0.2616)), {"in_chans": 3},
+                                                "ResNet-8-style network for 32 px colour images"))
+
+
+@name_check("builtin")
+def _check_builtin(rest: str) -> None:
+    BUILTIN_MODELS.get(rest)
+
+
+@MODEL_FAMILIES.register("builtin")
+def builtin_model(rest: str, num_classes: int, *, pretrained: bool, weights: str | None, kwargs: dict) -> PixelModel:
+    """small_cnn | small_resnet | builtin:<name> -- rftbench's CPU-sized networks; pretrained = the
+    embedded non-robust checkpoint (plain training on digits 0-4, cached)."""
+    entry = BUILTIN_MODELS.get(rest)
+    merged = {**entry.kwargs, **kwargs}
+    spec = entry.spec
+    if "in_chans" in merged and merged["in_chans"] != spec.input_size[0]:
+        c = merged["in_chans"]
+        spec = DataSpec((c, *spec.input_size[1:]), spec.mean[:1] * c if len(spec.mean) != c else spec.mean,
+                        spec.std[:1] * c if len(spec.std) != c else spec.std)
+    arch = {"name": f"builtin:{rest}", "num_classes": num_classes, "kwargs": merged, "spec": spec.to_dict()}
+    if weights is None and pretrained:
+        from ..embedded import pretrained_checkpoint  # the embedded non-robust checkpoint
+
+        weights = str(pretrained_checkpoint(rest))
+    if weights is not None:
+        model = load_checkpoint(weights)
+        if model.arch["name"] != arch["name"]:
+            raise CheckpointError(f"weights {weights} hold a {model.arch['name']} model, not {arch['name']}.")
+        if model.num_classes != num_classes:
+            model.reset_classifier(num_classes)
+        return model
+    return PixelModel(entry.build(num_classes=num_classes, **merged), spec, arch)

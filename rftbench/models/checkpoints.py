@@ -1,0 +1,172 @@
+"""Code-free checkpoints: safetensors (or a weights-only torch file) plus the architecture spec.
+
+:func:`save_checkpoint` writes the network's state dict as safetensors with the ``arch`` JSON
+in its metadata and beside it (``<path>.json``); :func:`load_checkpoint` rebuilds the model
+through :func:`~rftbench.models.create_model` (never unpickles code). The ``file:<path>``
+family loads such a checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from .core import MODEL_FAMILIES, PixelModel, create_model, name_check
+
+# wrapper prefixes left by DistributedDataParallel / DataParallel and torch.compile
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def save_checkpoint(model: PixelModel, path: str | Path) -> Path:
+    """Save weights as safetensors and the architecture spec as ``<path>.json`` beside it."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(state, str(tmp), metadata={"arch": json.dumps(model.arch)})
+    tmp.replace(path)
+    arch_path = Path(str(path) + ".json")
+    arch_path.write_text(json.dumps(model.arch, indent=2))
+    return path
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Force ``torch.load(weights_only=True)`` inside libraries that do not pass the flag
+    (torchvision's weight builders, RobustBench); torch honours the variable even over ``weights_only=False``."""
+    old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
+
+
+def looks_like_html(path: str | Path) -> bool:
+    """True when the file starts like an HTML page (a failed download saved as a checkpoint)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    return head.lstrip().lower().startswith((b"<!doctype", b"<html", b"<head", b"<!--"))
+
+
+def _existing_checkpoint(path: str | Path) -> Path:
+    """The checkpoint's path, after checking that it exists and is not a saved HTML page."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist.")
+    if looks_like_html(p):
+        raise CheckpointError(f"{p} is an HTML page, not a checkpoint (a failed download, e.g. a Google Drive "
+                              f"quota or virus-scan page). Delete it and download it again.")
+    return p
+
+
+def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        for prefix in _WRAPPER_PREFIXES:
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from safetensors or a weights-only torch file (never runs code).
+
+    Training checkpoints that wrap the weights (``{"state_dict": ...}`` or ``{"model": ...}``)
+    are unwrapped, and DDP / torch.compile key prefixes are removed.
+    """
+    p = _existing_checkpoint(path)
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(p))
+        else:
+            # argparse.Namespace is a plain attribute holder (timm's training checkpoints carry one)
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {p}: {type(exc).__name__}: {exc}. "
+                              f"The file is corrupt, truncated or not a weights-only checkpoint.") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{p} does not hold a state dict of tensors.")
+    return _strip_wrappers(obj)
+
+
+def load_checkpoint(path: str | Path) -> PixelModel:
+    """Rebuild a model saved by :func:`save_checkpoint` (arch from the file's metadata or ``.json``)."""
+    p = _existing_checkpoint(path)
+    arch = None
+    if p.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as exc:
+            raise CheckpointError(f"cannot read checkpoint {p}: {exc}. The file is corrupt or truncated.") from None
+        if "arch" in meta:
+            arch = json.loads(meta["arch"])
+    side = Path(str(p) + ".json")
+    if arch is None and side.is_file():
+        try:
+            arch = json.loads(side.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"architecture spec {side} is not valid JSON: {exc}.") from None
+    if arch is None:
+        raise CheckpointError(f"{p} has no architecture spec (expected safetensors metadata or {side.name} "
+                              f"beside it, as save_checkpoint writes).")
+    if not isinstance(arch, dict) or "name" not in arch or "num_classes" not in arch:
+        raise CheckpointError(f"the architecture spec of {p} needs 'name' and 'num_classes'; got {arch!r}.")
+    state = load_state_dict_file(p)
+    model = create_model(arch["name"], arch["num_classes"], pretrained=False, kwargs=arch.get("kwargs", {}))
+    try:
+        model.net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {p} does not match its architecture {arch['name']}: {exc}") from None
+    return model
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over the model's state dict (names, dtypes, shapes and bytes), in key order."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@name_check("file")
+def _check_file(rest: str) -> None:
+    _existing_checkpoint(rest)
+
+
+@MODEL_FAMILIES.register("file")
+def file_model(rest: str, num_classes: int, *, pretrained: bool, weights: str | None, kwargs: dict) -> PixelModel:
+    """file:<path> -- a checkpoint saved by rftbench (safetensors, or a weights-only state dict
+    with <path>.json beside it holding the architecture spec)."""
+    model = load_checkpoint(rest)
+    if num_classes and model.num_classes != num_classes:
+        model.reset_classifier(num_classes)
+    return model

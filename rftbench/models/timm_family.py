@@ -1,0 +1,139 @@
+"""``timm:<name>[.<pretrained tag>]``: any timm model, weights from the hub or a local file.
+
+Input size, mean/std, interpolation and crop_pct come from timm's own pretrained data config.
+A local file (``weights: path``) goes through timm's own pretrained-loading path (its checkpoint
+filters, stem adaptation and head handling), fed with a state dict that rftbench read safely.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from typing import Any, Iterator
+
+from ..errors import CheckpointError, ConfigError, OfflineError
+from .checkpoints import load_state_dict_file
+from .core import MODEL_FAMILIES, DataSpec, PixelModel, name_check
+
+_TIMM_LOGGER = "timm.models._builder"
+
+
+@name_check("timm")
+def check_timm_name(rest: str) -> None:
+    """Raise :class:`ConfigError` unless ``rest`` is a timm architecture (and, with a tag, a
+    pretrained tag timm knows for it). Offline; lists close names."""
+    import timm
+
+    arch, _, tag = rest.partition(".")
+    if not arch or not timm.is_model(arch):
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=8, cutoff=0.75) if arch else []
+        close = close or (timm.list_models(f"*{arch[:6]}*")[:8] if arch else [])
+        raise ConfigError(f"timm has no model {rest!r}. Similar names: {', '.join(close) or '(none)'}; "
+                          f"see `rftbench models list --timm '<pattern>'`.")
+    if tag:
+        known = timm.list_pretrained(f"{arch}.*")
+        if rest not in known:
+            raise ConfigError(f"timm model {arch!r} has no pretrained tag {tag!r}. Its tags: "
+                              f"{', '.join(k.partition('.')[2] for k in known) or '(none)'}.")
+
+
+class _KeyReport(logging.Handler):
+    """Collects the missing / unexpected keys timm reports while loading pretrained weights."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.missing: list[str] = []
+        self.unexpected: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        for label, out in (("Missing keys (", self.missing), ("Unexpected keys (", self.unexpected)):
+            if msg.startswith(label):
+                out.extend(k.strip() for k in msg[len(label):msg.index(")")].split(","))
+
+
+@contextlib.contextmanager
+def _timm_key_report() -> Iterator[_KeyReport]:
+    logger = logging.getLogger(_TIMM_LOGGER)
+    handler = _KeyReport()
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # our handler reports; do not print timm's info lines
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
+def _classifier_names(pretrained_cfg: dict[str, Any]) -> list[str]:
+    names = pretrained_cfg.get("classifier") or []
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _from_file(model_name: str, num_classes: int, weights: str, kwargs: dict):
+    """Create ``model_name`` with the weights of a local file through timm's loading path."""
+    import timm
+
+    state = load_state_dict_file(weights)
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    cfg_dict = cfg.to_dict() if cfg is not None else {}
+    heads = _classifier_names(cfg_dict)
+    file_classes = next((int(state[f"{h}.weight"].shape[0]) for h in heads if f"{h}.weight" in state), 0)
+    # timm keeps the file's head when its class count is the one asked for, else drops it
+    overlay = {"state_dict": state, "num_classes": file_classes}
+    try:
+        with _timm_key_report() as report:
+            net = timm.create_model(model_name, pretrained=True, num_classes=num_classes,
+                                    pretrained_cfg_overlay=overlay, **kwargs)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights file {weights} does not match timm model {model_name}: {exc}") from None
+    del state, overlay
+    net.pretrained_cfg = {**net.pretrained_cfg, "state_dict": None, "file": str(weights)}
+    head_prefixes = tuple(f"{h}." for h in heads)
+    missing = [k for k in report.missing if not k.startswith(head_prefixes)]
+    if missing or report.unexpected:
+        raise CheckpointError(f"weights file {weights} does not match timm model {model_name}: "
+                              f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
+                              f"{report.unexpected[:5]}{' ...' if len(report.unexpected) > 5 else ''}.")
+    return net
+
+
+def _from_hub(model_name: str, num_classes: int, kwargs: dict):
+    import timm
+
+    from ..hub import require_hub_or_file
+
+    require_hub_or_file(model_name)
+    try:
+        return timm.create_model(model_name, pretrained=True, num_classes=num_classes, **kwargs)
+    except (OSError, ValueError) as exc:
+        name = type(exc).__name__
+        if re.search(r"(Connection|Timeout|LocalEntryNotFound|HfHub|HTTP)", name + str(exc)):
+            raise OfflineError(f"downloading timm weights for {model_name!r} failed ({name}: {exc}). "
+                               f"Set `model.weights: /path/to/file` to load them from a local file.") from None
+        raise
+
+
+@MODEL_FAMILIES.register("timm")
+def timm_model(rest: str, num_classes: int, *, pretrained: bool, weights: str | None, kwargs: dict) -> PixelModel:
+    """timm:<name>[.<pretrained tag>] -- any timm model (e.g. timm:vit_base_patch16_224.augreg_in21k_ft_in1k);
+    weights from the Hugging Face hub or a local file (model.weights); data config from timm."""
+    import timm
+
+    check_timm_name(rest)
+    if weights is not None:
+        net = _from_file(rest, num_classes, weights, kwargs)
+    elif pretrained:
+        net = _from_hub(rest, num_classes, kwargs)
+    else:
+        net = timm.create_model(rest, pretrained=False, num_classes=num_classes, **kwargs)
+    cfg = timm.data.resolve_model_data_config(net)
+    spec = DataSpec(tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"]),
+                    cfg.get("interpolation", "bicubic"), float(cfg.get("crop_pct", 1.0)))
+    arch = {"name": f"timm:{rest}", "num_classes": num_classes, "kwargs": kwargs, "spec": spec.to_dict()}
+    return PixelModel(net, spec, arch)

@@ -1,0 +1,167 @@
+"""Experiment grids: one YAML spec expands into many validated experiment configs.
+
+A grid spec has a ``base`` config (any :class:`~rftbench.config.ExperimentConfig` keys), and
+``axes``: each axis maps a label to overrides (dotted keys, e.g. ``model.name``); the grid is
+the product of the axes, in the order written. ``name`` is a template over the axis labels,
+e.g. ``"{backbone}-{dataset}-eps{eps}-{schedule}"``. Expanding validates every config and
+resolves every registry name offline (no weights or data touched), so a grid fails before
+any GPU time is spent. ``benchmarks/grids/paper_grid.yaml`` is the paper-scale spec.
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .config import ExperimentConfig, apply_overrides, dump_config, parse_config
+from .errors import ConfigError
+
+_SPEC_KEYS = {"grid", "description", "name", "base", "axes"}
+
+
+@dataclass
+class GridRun:
+    """One point of a grid: its name, its label on each axis and its config."""
+
+    name: str
+    labels: dict[str, str]
+    config: ExperimentConfig
+
+
+def _set_dotted(data: dict, key: str, value: Any, where: str) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {key!r} goes through {part!r}, which is not a section.")
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def load_grid_spec(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"grid spec {str(path)!r} does not exist.")
+    try:
+        spec = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"grid spec {p} is not valid YAML: {exc}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"grid spec {p}: the top level must be a mapping with base and axes.")
+    return spec
+
+
+def expand_grid(spec: dict[str, Any], source: str = "<grid>", overrides: list[str] | None = None,
+                check_names: bool = True) -> list[GridRun]:
+    """All configs of a grid spec, validated; ``overrides`` (``key=value``) apply to every run."""
+    unknown = sorted(set(spec) - _SPEC_KEYS)
+    if unknown:
+        raise ConfigError(f"grid spec {source}: unknown key(s) {unknown}; a spec has {sorted(_SPEC_KEYS)}.")
+    base = spec.get("base") or {}
+    axes = spec.get("axes") or {}
+    if not isinstance(base, dict) or not isinstance(axes, dict) or not axes:
+        raise ConfigError(f"grid spec {source}: needs `base:` (a config mapping) and `axes:` (axis -> label -> "
+                          f"overrides).")
+    for axis, values in axes.items():
+        if not isinstance(values, dict) or not values:
+            raise ConfigError(f"grid spec {source}: axis {axis!r} must map labels to overrides, e.g. "
+                              f"`{axis}: {{label: {{model.name: ...}}}}`.")
+    template = spec.get("name") or "-".join("{" + a + "}" for a in axes)
+    runs, seen = [], set()
+    for combo in itertools.product(*[list(v.items()) for v in axes.values()]):
+        labels = {axis: str(label) for axis, (label, _) in zip(axes, combo)}
+        try:
+            name = template.format(**labels)
+        except KeyError as exc:
+            raise ConfigError(f"grid spec {source}: name template {template!r} uses {exc}, which is not an axis "
+                              f"({', '.join(axes)}).") from None
+        if name in seen:
+            raise ConfigError(f"grid spec {source}: two runs are both named {name!r}; put every axis in `name:`.")
+        seen.add(name)
+        data = copy.deepcopy(base)
+        for axis, (label, sets) in zip(axes, combo):
+            where = f"grid spec {source}, axis {axis}, label {label}"
+            if not isinstance(sets, dict):
+                raise ConfigError(f"{where}: overrides must be a mapping of dotted keys to values.")
+            for key, value in sets.items():
+                _set_dotted(data, str(key), value, where)
+        data["name"] = name
+        data = apply_overrides(data, overrides or [])
+        cfg = parse_config(data, f"{source} [{name}]")
+        runs.append(GridRun(name, labels, cfg))
+    if check_names:
+        check_registry_names([r.config for r in runs])
+    return runs
+
+
+def check_registry_names(configs: list[ExperimentConfig]) -> None:
+    """Resolve every model, dataset, schedule, objective and attack name offline (each distinct
+    name once); raise the registry's error (with the known names) on the first that fails."""
+    from .attacks import ATTACKS
+    from .data import DATASETS
+    from .models import check_model_name
+    from .objectives import OBJECTIVES
+    from .scheduling import create_schedule
+    from .experiment import load_plugins
+
+    checked: set[tuple[str, str]] = set()
+    for cfg in configs:
+        load_plugins(cfg)
+        for kind, value, check in (
+            ("model", cfg.model.name, check_model_name),
+            ("dataset", cfg.data.name, DATASETS.get),
+            ("schedule", f"{cfg.schedule.name}{sorted(cfg.schedule.params.items())}",
+             lambda _v, c=cfg: create_schedule(c.schedule.name, c.schedule.params)),
+            ("objective", cfg.train.objective, OBJECTIVES.get),
+            ("attack", cfg.attack.name, ATTACKS.get),
+        ):
+            if (kind, value) not in checked:
+                check(value)
+                checked.add((kind, value))
+
+
+def select_runs(runs: list[GridRun], only: Optional[list[str]] = None, shard: Optional[str] = None) -> list[GridRun]:
+    """Runs whose name matches any glob in ``only``, then shard ``"i/n"`` (every n-th, from i, 0-based)."""
+    if only:
+        runs = [r for r in runs if any(fnmatch.fnmatchcase(r.name, g) for g in only)]
+    if shard:
+        try:
+            i, n = (int(v) for v in shard.split("/"))
+            assert n >= 1 and 0 <= i < n
+        except (ValueError, AssertionError):
+            raise ConfigError(f"--shard must look like i/n with 0 <= i < n, e.g. 0/4; got {shard!r}.") from None
+        runs = runs[i::n]
+    return runs
+
+
+def write_configs(runs: list[GridRun], out_dir: str | Path) -> list[Path]:
+    """Write each run's config as ``<out_dir>/<name>.yaml`` (for ``rftbench train`` in array jobs)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for r in runs:
+        p = out / f"{r.name}.yaml"
+        p.write_text(dump_config(r.config))
+        paths.append(p)
+    return paths
+
+
+def run_grid(runs: list[GridRun], *, evaluate: bool = True) -> list[dict[str, Any]]:
+    """Train (and evaluate) every run in turn with :func:`~rftbench.experiment.run_experiment`;
+    each lands in MLflow as usual. Returns one summary per run."""
+    from .experiment import run_experiment
+
+    out = []
+    for r in runs:
+        res = run_experiment(r.config, evaluate=evaluate, extra_tags={f"rftbench.grid.{k}": v for k, v in r.labels.items()})
+        rec = res.record
+        out.append({"name": r.name, "run_id": res.run_id, "labels": r.labels,
+                    "acc_clean": rec["clean_accuracy"] if rec else None,
+                    "expected_robustness": rec["expected_robustness"]["value"] if rec else None,
+                    "train_wall_time_s": res.train.wall_time_s})
+    return out
