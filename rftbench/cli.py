@@ -211,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RftbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # e.g. training stopped by SIGTERM after saving its state
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +58,33 @@ STATE_FORMAT = 2
 RESUME_MAY_DIFFER = ("name", "experiment", "output_dir", "plugins", "eval.", "train.device", "train.progress",
                      "train.log_every", "train.checkpoint_every", "train.checkpoint_every_steps",
                      "train.val_every", "train.val_samples", "data.num_workers", "data.eval_batch_size")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT stopped training after checkpointing at the next optimizer step (a
+    KeyboardInterrupt, so that the MLflow run ends KILLED, not FAILED)."""
+
+
+@contextmanager
+def _stop_requests() -> Iterator[dict[str, Any]]:
+    """Turn SIGTERM / SIGINT into a request to stop at the next optimizer step (a second one
+    interrupts at once). Only in the main thread, where Python delivers signals."""
+    request: dict[str, Any] = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum, frame):
+        if request["signal"] is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+        request["signal"] = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield request
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @dataclass
@@ -220,6 +249,14 @@ def _modules_in_eval(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
+@contextmanager
+def _closing(progress: TrainProgress) -> Iterator[TrainProgress]:
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
 def set_train_mode(model: PixelModel, cfg: ExperimentConfig) -> None:
     """Training mode; in ``linear_probe`` mode the frozen backbone stays in eval mode (its
     BatchNorm statistics and dropout do not change either), only the head trains."""
@@ -242,7 +279,8 @@ class BatchMeter:
         self.reset()
 
     def reset(self) -> None:
-        z = lambda: torch.zeros((), dtype=torch.float64, device=self.device)  # noqa: E731
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
+        z = lambda: torch.zeros((), dtype=dtype, device=self.device)  # noqa: E731
         self.loss_sum, self.correct_clean, self.correct_adv = z(), z(), z()
         self.n = self.n_clean = self.n_adv = 0
         self.eps_sum = 0.0
@@ -379,7 +417,8 @@ class EpsController:
         return self.schedule.eps_at(epoch * self.spe + batch, self.epochs * self.spe, self.target)
 
 
-def _amp(precision: str, device: torch.device) -> tuple[Optional[torch.dtype], Any]:
+def amp_setup(precision: str, device: torch.device) -> tuple[Optional[torch.dtype], Any]:
+    """The autocast dtype (None for fp32) and, for fp16, a CUDA gradient scaler."""
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision fp16 needs a CUDA device (it trains with a gradient scaler); "
                           f"on {device.type} use bf16 or fp32.")
@@ -411,7 +450,7 @@ def train(cfg: ExperimentConfig, *, run_dir: str | Path, splits: Splits | None =
     run_dir.mkdir(parents=True, exist_ok=True)
     tc, ac = cfg.train, cfg.attack
     device = resolve_device(tc.device)
-    amp_dtype, scaler = _amp(tc.precision, device)
+    amp_dtype, scaler = amp_setup(tc.precision, device)
     schedule = create_schedule(cfg.schedule.name, cfg.schedule.params)
     objective = create_objective(tc.objective, tc.trades_beta)
     if splits is None:
@@ -509,7 +548,17 @@ def train(cfg: ExperimentConfig, *, run_dir: str | Path, splits: Splits | None =
     t_start = time.perf_counter() - elapsed
     progress.start(name=cfg.name, epochs=tc.epochs, steps_per_epoch=steps_per_epoch,
                    done_steps=start_epoch * steps_per_epoch + start_batch)
-    try:
+
+    def stop_if_requested(epoch: int, next_batch: int, saved: bool = False) -> None:
+        if stop["signal"] is None:
+            return
+        if not saved:
+            save_state(epoch, next_batch)
+        raise TrainingInterrupted(f"{stop['signal']} received: training stopped with its state saved at epoch "
+                                  f"{epoch}, batch {next_batch} in {state_path}; resume with "
+                                  f"`rftbench train CONFIG --resume RUN_ID`.")
+
+    with _stop_requests() as stop, _closing(progress):
         for epoch in range(start_epoch, tc.epochs):
             first_batch = start_batch if epoch == start_epoch else 0
             if first_batch == 0:
@@ -553,6 +602,9 @@ def train(cfg: ExperimentConfig, *, run_dir: str | Path, splits: Splits | None =
                     epoch_time += time.perf_counter() - t_epoch
                     t_epoch = time.perf_counter()
                     save_state(epoch, b + 1)
+                if group_end and stop["signal"] is not None:
+                    epoch_time += time.perf_counter() - t_epoch
+                    stop_if_requested(epoch, b + 1)
             _raise_if_diverged()
             epoch_time += time.perf_counter() - t_epoch
             vals = epoch_meter.values()
@@ -571,13 +623,13 @@ def train(cfg: ExperimentConfig, *, run_dir: str | Path, splits: Splits | None =
             if tracker is not None:
                 tracker.log_metrics(metrics, step=epoch)
                 tracker.set_tags(heartbeat_tags())
-            if (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
+            saved = (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs
+            if saved:
                 save_state(epoch + 1, 0)
             progress.epoch_end(epoch, metrics)
+            stop_if_requested(epoch + 1, 0, saved)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
-    finally:
-        progress.close()
     wall = time.perf_counter() - t_start
     model.eval()
     ckpt = save_checkpoint(model, run_dir / "model.safetensors")

@@ -22,19 +22,41 @@ from rftbench.train import load_training_state, train
 
 REPO = Path(__file__).resolve().parents[1]
 
+# `rftbench train CONFIG --no-eval`, slowed down (0.5 s per batch) so that signals land mid-epoch
 CHILD = r"""
-import sys, time, torch
+import pathlib, sys, time, torch
 torch.set_num_threads(1)
-from rftbench.config import load_config
-from rftbench.experiment import run_experiment
+import rftbench.train
+from rftbench.cli import main
 from rftbench.progress import TrainProgress
 
-class Slow(TrainProgress):  # slows the child down so that the kill lands mid-epoch
+class Slow(TrainProgress):
     def advance(self, done_steps):
+        pathlib.Path("started").touch()
         time.sleep(0.5)
 
-run_experiment(load_config(sys.argv[1]), evaluate=False, progress=Slow())
+rftbench.train.make_progress = lambda mode: Slow()
+sys.exit(main(["train", sys.argv[1], "--no-eval"]))
 """
+
+
+def _start_child(workdir, cfg):
+    path = workdir / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump()))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(path)], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_for(child, found, what):
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and child.poll() is None:
+        hits = found()
+        if hits:
+            return hits
+        time.sleep(0.05)
+    child.kill()
+    pytest.fail(f"{what} never appeared; child stderr: {child.communicate()[1].decode()[-2000:]}")
 
 
 @pytest.fixture
@@ -56,19 +78,8 @@ def _cfg(**kw):
 
 def test_sigkilled_run_resumes_bit_identical_and_ends_finished(workdir, one_thread, capsys):
     cfg = _cfg()
-    path = workdir / "c.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump()))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], cwd=workdir, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    states = []
-    while not states and time.monotonic() < deadline and child.poll() is None:
-        states = list((workdir / "rftbench-runs").glob("*/state.pt"))
-        time.sleep(0.05)
-    if not states:
-        child.kill()
-        pytest.fail(f"no checkpoint appeared; child stderr: {child.communicate()[1].decode()[-2000:]}")
+    child = _start_child(workdir, cfg)
+    states = _wait_for(child, lambda: list((workdir / "rftbench-runs").glob("*/state.pt")), "a checkpoint")
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
     child.stderr.close()
@@ -134,3 +145,18 @@ def test_resume_refuses_a_different_config_and_a_corrupt_checkpoint(workdir, tmp
     (tmp_path / "run" / "state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="Delete it"):
         train(cfg, run_dir=tmp_path / "run", resume=True)
+
+
+def test_sigterm_checkpoints_at_the_next_step_and_ends_the_run_killed(workdir):
+    child = _start_child(workdir, _cfg(train__checkpoint_every_steps=0))  # epoch-end checkpoints only
+    _wait_for(child, lambda: (workdir / "started").exists(), "training")
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err.decode()[-2000:]
+    assert "interrupted: SIGTERM received" in err.decode() and "Traceback" not in err.decode()
+    (state_path,) = (workdir / "rftbench-runs").glob("*/state.pt")
+    state = load_training_state(state_path)
+    assert state["epoch"] == 0 and 1 <= state["batch"] < 5  # saved mid-epoch, right after the signal
+    client = client_for()
+    run = client.get_run(state_path.parent.name)
+    assert run.info.status == "KILLED" and "SIGTERM" in run.data.tags["rftbench.error"]
