@@ -11,7 +11,10 @@ On the same model, data and batch size, interleaved repetitions, medians of per-
 - ``eps0_step_vs_plain_step``: rftbench's step at eps = 0 (attack skipped) over a plain
   fine-tuning step (target <= 1.10).
 
-CPU default: a timm ``resnet18`` (random init) at 32 px, batch 32, PGD-10. On a GPU, e.g.:
+CPU default: a timm ``resnet18`` (random init) at 32 px, batch 32, PGD-10, one intra-op thread:
+on a CPU shared with other jobs, multi-threaded steps stall at thread barriers whenever a
+core is taken (single steps then vary 20-fold and medians mean nothing); one thread gives
+stable ratios. ``--threads 0`` uses torch's default on a quiet machine. On a GPU, e.g.:
 ``python benchmarks/perf_train.py --image-size 224 --batch-size 128 --precision bf16 --channels-last``.
 The last line printed is one JSON object ``{"<what>": {"ratio": r, "target": t}, ...}``.
 """
@@ -56,14 +59,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads on CPU (0: torch's default); see the module docstring")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = parse_config({
         "model": {"name": args.model, "pretrained": False},
@@ -72,6 +74,8 @@ def main(argv=None) -> dict:
                   "channels_last": args.channels_last, "device": args.device},
     }, "perf_train")
     device = resolve_device(cfg.train.device)
+    if args.threads and device.type == "cpu":
+        torch.set_num_threads(args.threads)
     amp_dtype, scaler = amp_setup(cfg.train.precision, device)
     model = create_model(args.model, args.num_classes, pretrained=False).to(device).train()
     if args.channels_last:

@@ -11,22 +11,22 @@ MLflow. Batch statistics are accumulated on the device and read back only on log
 checkpoints and epoch ends (on CPU the loss is also checked after every batch, which costs
 nothing there).
 
-Recovery: ``state.pt`` in the run directory holds model, optimizer, LR-schedule, grad-scaler,
-RNG (torch, CUDA, numpy, python) and data-order state (epoch and next batch; the order itself
-is a function of (seed, epoch)). It is written atomically (temporary file, fsync, rename) at
-epoch ends (``train.checkpoint_every`` epochs) and, with ``train.checkpoint_every_steps``,
-every that many optimizer steps mid-epoch. Validation runs under a forked RNG, so neither it
-nor logging changes the trained weights. On CPU with ``data.num_workers: 0`` a resumed run
-ends with weights bit-identical to an uninterrupted one. A non-finite loss raises
-:class:`TrainingDivergedError` before any later checkpoint is written, so ``state.pt`` stays the
-last good one.
+Recovery: ``state.pt`` in the run directory (see :mod:`rftbench.training_state`) holds model,
+optimizer, LR-schedule, grad-scaler, RNG and data-order state (epoch and next batch; the order
+itself is a function of (seed, epoch)). It is written atomically at epoch ends
+(``train.checkpoint_every`` epochs), every ``train.checkpoint_every_steps`` optimizer steps
+mid-epoch, and when SIGTERM or SIGINT arrives (at the next optimizer step; the run then ends
+KILLED). Validation runs under a forked RNG, so neither it nor logging changes the trained
+weights. On CPU with ``data.num_workers: 0`` a resumed run ends with weights bit-identical to
+an uninterrupted one. A non-finite loss raises :class:`TrainingDivergedError` before any later
+checkpoint is written, so ``state.pt`` stays the last good one. A SIGKILLed run cannot end its
+MLflow run; :mod:`rftbench.recovery` finds and marks such stale runs.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
 import random
 import signal
 import threading
@@ -44,20 +44,18 @@ from torch.utils.data import DataLoader
 from .attacks import TrainAttack
 from .config import ExperimentConfig
 from .data import EpochSampler, Splits, build_splits
-from .errors import CheckpointError, ConfigError, TrainingDivergedError
+from .errors import ConfigError, TrainingDivergedError
 from .models import PixelModel, create_model, save_checkpoint
 from .objectives import Objective, create_objective
 from .progress import TrainProgress, make_progress
 from .scheduling import Schedule, create_schedule
+from .training_state import (STATE_FORMAT, check_resume_config, load_training_state, resume_config, rng_state,
+                             save_training_state, set_rng_state)
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-STATE_FORMAT = 2
-# Config keys that may change between a run and its resumption (they do not change the weights).
-RESUME_MAY_DIFFER = ("name", "experiment", "output_dir", "plugins", "eval.", "train.device", "train.progress",
-                     "train.log_every", "train.checkpoint_every", "train.checkpoint_every_steps",
-                     "train.val_every", "train.val_samples", "data.num_workers", "data.eval_batch_size")
+
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -176,65 +174,6 @@ def group_lr(opt: torch.optim.Optimizer, kind: str) -> Optional[float]:
         if str(g.get("name", "")).startswith(kind):
             return float(g["lr"])
     return None
-
-
-# ---------------------------------------------------------------- RNG and training state
-def _rng_state() -> dict[str, Any]:
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": repr(random.getstate()),
-             "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
-             "numpy_gauss": (int(has_gauss), float(gauss))}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import ast
-
-    torch.set_rng_state(state["torch"])
-    py = ast.literal_eval(state["python"])
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    has_gauss, gauss = state["numpy_gauss"]
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_training_state(path: Path, **state: Any) -> None:
-    """Write the training state atomically: a temporary file, fsync, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
-def load_training_state(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read training checkpoint {path}: {type(exc).__name__}: {exc}. "
-                              f"Delete it to start the run from scratch.") from None
-
-
-def _resume_config(cfg: ExperimentConfig) -> dict[str, str]:
-    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in cfg.flat().items()
-            if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in RESUME_MAY_DIFFER)}
-
-
-def check_resume_config(saved: dict[str, str], cfg: ExperimentConfig, path: Path) -> None:
-    """Raise :class:`CheckpointError` if ``cfg`` differs from the config that wrote ``path`` in a
-    key that changes training (anything but :data:`RESUME_MAY_DIFFER`)."""
-    now = _resume_config(cfg)
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {saved.get(k, '(unset)')} -> {now.get(k, '(unset)')}" for k in diff[:8])
-        raise CheckpointError(f"cannot resume from {path}: it was written with a different config ({shown}). "
-                              f"Resume with the run's own config (the MLflow artifact config.yaml), "
-                              f"or start a new run.")
 
 
 @contextmanager
@@ -502,7 +441,7 @@ def train(cfg: ExperimentConfig, *, run_dir: str | Path, splits: Splits | None =
         lr_sched.load_state_dict(st["lr_schedule"])
         if scaler is not None and st.get("scaler"):
             scaler.load_state_dict(st["scaler"])
-        _set_rng_state(st["rng"])
+        set_rng_state(st["rng"])
         start_epoch, start_batch = int(st["epoch"]), int(st.get("batch", 0))
         history, attack_steps, elapsed = list(st["history"]), int(st["attack_steps"]), float(st["elapsed_s"])
         step.opt_steps = int(st.get("opt_steps", start_epoch * opt_steps_per_epoch))
@@ -513,13 +452,13 @@ def train(cfg: ExperimentConfig, *, run_dir: str | Path, splits: Splits | None =
     elif resume:
         log.warning("no checkpoint %s to resume from: training starts from scratch", state_path)
 
-    cfg_json = json.dumps(_resume_config(cfg))
+    cfg_json = json.dumps(resume_config(cfg))
 
     def save_state(epoch: int, next_batch: int) -> None:
         _raise_if_diverged()  # never overwrite the last good checkpoint with a diverged state
         save_training_state(state_path, format=STATE_FORMAT, model=model.net.state_dict(), optimizer=opt.state_dict(),
                             lr_schedule=lr_sched.state_dict(), scaler=scaler.state_dict() if scaler else {},
-                            rng=_rng_state(), epoch=epoch, batch=next_batch, opt_steps=step.opt_steps,
+                            rng=rng_state(), epoch=epoch, batch=next_batch, opt_steps=step.opt_steps,
                             epoch_meter=epoch_meter.state(), epoch_time_s=epoch_time, history=history,
                             attack_steps=attack_steps, elapsed_s=time.perf_counter() - t_start, config=cfg_json)
 

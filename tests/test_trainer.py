@@ -1,7 +1,6 @@
 """The trainer: param groups, eps schedule per step / epoch, skipped attacks, accumulation,
 divergence handling and progress output. Toy sizes (digits, small_cnn, a few batches)."""
 import io
-import json
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from torch import nn
 from conftest import tiny_config
 from rftbench.attacks import TrainAttack
 from rftbench.cli import main
-from rftbench.errors import ConfigError, TrainingDivergedError
+from rftbench.errors import ConfigError
 from rftbench.objectives import PGDAT, create_objective
 from rftbench.progress import PlainProgress, RichProgress, TrainProgress, make_progress
 from rftbench.scheduling import create_schedule
