@@ -179,3 +179,35 @@ def test_progress_modes():
     text = out.getvalue()
     assert "eps 0.0500" in text and "acc clean 0.900 adv 0.400" in text and "123 img/s" in text
     assert "ER 0.300" in text
+
+
+def test_lr_warmup_then_cosine_and_adamw_groups():
+    import math
+
+    from rftbench.train import build_model, make_lr_schedule
+
+    cfg = small(train__optimizer="adamw", train__lr=0.1, train__weight_decay=0.01)
+    model = build_model(cfg, 5)
+    opt = make_optimizer(model, cfg)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert {g["name"]: g["weight_decay"] for g in opt.param_groups}["backbone"] == 0.01
+    sched = make_lr_schedule(opt, total_steps=10, warmup_steps=4)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [0.1 * (s + 1) / 4 for s in range(4)] + [0.1 * 0.5 * (1 + math.cos(math.pi * (s - 4) / 6))
+                                                        for s in range(4, 10)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_gradient_clipping_bounds_the_update():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    step = TrainStep(model, create_objective("ce"), None, torch.optim.SGD(model.parameters(), lr=1.0),
+                     device=torch.device("cpu"), grad_clip=0.01)
+    step(torch.rand(8, 1, 4, 4) * 100, torch.randint(0, 3, (8,)), 0.0)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-3)  # lr 1 x a gradient clipped to 0.01
