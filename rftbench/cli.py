@@ -222,6 +222,20 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_runs_mark_stale(args) -> int:
+    from .recovery import mark_stale_runs, stale_runs_to_json
+
+    stale = mark_stale_runs(args.experiment, older_than_s=args.older_than, dry_run=args.dry_run)
+    if args.json:
+        _print_json(stale_runs_to_json(stale))
+        return 0
+    verb = "would mark" if args.dry_run else "marked"
+    for s in stale:
+        Console().print(f"{verb} {s.run_id} ({s.run_name}) KILLED: {s.reason}")
+    Console().print(f"{len(stale)} stale run(s); resume one with `rftbench train CONFIG --resume RUN_ID`.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rftbench", description="Robust fine-tuning benchmark harness.")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
@@ -303,6 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every run")
     sw.add_argument("--json", action="store_true")
     sw.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("runs", help="MLflow runs of interrupted trainings")
+    rsub = r.add_subparsers(dest="runs_command", required=True)
+    ms = rsub.add_parser("mark-stale", help="end RUNNING runs whose process is gone (e.g. SIGKILLed) as KILLED")
+    ms.add_argument("--experiment", required=True)
+    ms.add_argument("--older-than", type=float, default=3600.0, metavar="SECONDS",
+                    help="runs from other hosts count as stale after this long without a heartbeat")
+    ms.add_argument("--dry-run", action="store_true", help="only list them")
+    ms.add_argument("--json", action="store_true")
+    ms.set_defaults(func=cmd_runs_mark_stale)
     return p
 
 
@@ -327,6 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RftbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # e.g. training stopped by SIGTERM after saving its state
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

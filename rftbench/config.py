@@ -64,7 +64,13 @@ class DataConfig(_Strict):
 
 class AttackConfig(_Strict):
     """The training attack (torchattacks). ``step_size_ratio`` * eps is the PGD step size;
-    ``None`` uses 2.5 / steps (Madry et al.)."""
+    ``None`` uses 2.5 / steps (Madry et al.).
+
+    ``bn_mode``: how the model runs while the attack crafts examples. ``eval`` (default): eval
+    mode, BatchNorm uses and keeps its running statistics, dropout off. ``train``: training
+    mode, BatchNorm uses the adversarial batch's statistics and updates its running
+    statistics on every attack step (as in Madry et al.'s code). See ``attacks.TrainAttack``.
+    """
 
     name: Literal["pgd", "apgd"] = "pgd"
     norm: Literal["Linf", "L2"] = "Linf"
@@ -106,6 +112,10 @@ class TrainConfig(_Strict):
     val_every: int = Field(0, ge=0)  # epochs between validations; 0 = only at the end
     val_samples: int = Field(200, ge=1)
     checkpoint_every: int = Field(1, ge=1)  # epochs
+    checkpoint_every_steps: int = Field(0, ge=0)  # optimizer steps between mid-epoch checkpoints; 0 = off
+    log_every: int = Field(25, ge=0)  # batches between per-step MLflow metrics / progress; 0 = per epoch only
+    progress: Literal["auto", "rich", "plain", "off"] = "auto"  # auto: rich on a terminal, else plain lines
+    nesterov: bool = True  # SGD: Nesterov momentum (when momentum > 0)
 
 
 class AutoAttackConfig(_Strict):

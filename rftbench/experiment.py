@@ -50,7 +50,8 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
     """Train ``cfg`` and (unless ``evaluate=False``) evaluate it on the test split; log all to MLflow.
 
     ``resume_run_id`` reopens that MLflow run and resumes training from its last checkpoint in
-    ``run_dir``.
+    ``run_dir`` (default: the directory recorded on the run); it refuses while a live process on
+    this host still trains that run (see :mod:`rftbench.recovery`).
     """
     load_plugins(cfg)
     # fail on bad names before any work is done
@@ -60,6 +61,11 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
     create_schedule(cfg.schedule.name, cfg.schedule.params)
     OBJECTIVES.get(cfg.train.objective)
     device = resolve_device(cfg.train.device)
+    if resume_run_id is not None:
+        from .recovery import check_resumable, run_dir_of
+
+        resumed = check_resumable(resume_run_id, uri=tracking_uri)
+        run_dir = run_dir or run_dir_of(resumed)
     probe = build_model(cfg, num_classes=2)
     splits = build_splits(cfg.data, probe.spec, cfg.seed)
     del probe

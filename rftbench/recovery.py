@@ -1,0 +1,147 @@
+"""Interrupted training runs: which MLflow runs are stale, and whether a run may be resumed.
+
+A process killed with SIGKILL (the OOM killer, a pre-empted node, ``kill -9``) cannot end its
+MLflow run, which then stays RUNNING. So every training run carries the tags
+``rftbench.host``, ``rftbench.pid``, ``rftbench.proc_start`` (the process start time, to detect
+a reused pid) and a heartbeat ``rftbench.heartbeat`` (unix seconds, refreshed on every logging
+step and epoch end). A RUNNING run is *stale* when its process is gone (same host: the pid is
+not alive, a zombie, or now another process) or its heartbeat is older than ``older_than_s``
+(any host). :func:`mark_stale_runs` (``rftbench runs mark-stale``) ends stale runs as KILLED
+with an ``rftbench.error`` tag that says how to resume; ``rftbench train CONFIG --resume RUN_ID``
+reopens such a run (RUNNING again) and ends it FINISHED, or FAILED if it crashes again.
+Runs without these tags (e.g. a tuner's parent run) are never judged.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from .errors import RftbenchError
+from .tracking import client_for
+
+HOST_TAG, PID_TAG, START_TAG = "rftbench.host", "rftbench.pid", "rftbench.proc_start"
+HEARTBEAT_TAG = "rftbench.heartbeat"
+ProcessState = Literal["alive", "dead", "unknown"]
+
+
+def _proc_stat(pid: int) -> Optional[tuple[str, str]]:
+    """(state letter, start time in clock ticks) of ``pid`` from /proc (Linux), else None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2:].split()  # after "pid (comm) "
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def process_tags() -> dict[str, Any]:
+    """The tags that identify this training process (and a fresh heartbeat)."""
+    stat = _proc_stat(os.getpid())
+    return {HOST_TAG: socket.gethostname(), PID_TAG: os.getpid(), START_TAG: stat[1] if stat else "",
+            HEARTBEAT_TAG: int(time.time())}
+
+
+def heartbeat_tags() -> dict[str, Any]:
+    return {HEARTBEAT_TAG: int(time.time())}
+
+
+def process_state(host: str, pid: int, proc_start: str = "") -> ProcessState:
+    """Whether the process that tagged a run still runs: ``unknown`` for another host."""
+    if host != socket.gethostname():
+        return "unknown"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "dead"
+    except PermissionError:
+        pass  # exists, owned by someone else
+    stat = _proc_stat(pid)
+    if stat is not None:
+        state, start = stat
+        if state == "Z" or (proc_start and start != proc_start):
+            return "dead"  # a zombie, or the pid now belongs to another process
+    return "alive"
+
+
+@dataclass
+class StaleRun:
+    run_id: str
+    run_name: str
+    host: str
+    pid: int
+    heartbeat_age_s: float
+    reason: str
+
+
+def _run_process(run) -> tuple[str, int, str, float]:
+    tags = run.data.tags
+    heartbeat = float(tags.get(HEARTBEAT_TAG) or (run.info.start_time or 0) / 1000)
+    return tags.get(HOST_TAG, ""), int(tags.get(PID_TAG, -1)), tags.get(START_TAG, ""), heartbeat
+
+
+def find_stale_runs(experiment: str, *, uri: str | None = None, older_than_s: float = 3600.0) -> list[StaleRun]:
+    """RUNNING training runs of ``experiment`` whose process is gone or silent for ``older_than_s``."""
+    client = client_for(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise RftbenchError(f"no MLflow experiment {experiment!r} in {client.tracking_uri}.")
+    now = time.time()
+    stale = []
+    for run in client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  max_results=10000):
+        if PID_TAG not in run.data.tags:
+            continue
+        host, pid, start, heartbeat = _run_process(run)
+        state = process_state(host, pid, start)
+        age = now - heartbeat
+        if state == "dead":
+            reason = f"process {pid} on {host} is gone"
+        elif state == "unknown" and age > older_than_s:
+            reason = f"no heartbeat from {host} (pid {pid}) for {age:.0f} s"
+        else:
+            continue
+        stale.append(StaleRun(run.info.run_id, run.info.run_name, host, pid, age, reason))
+    return stale
+
+
+def mark_stale_runs(experiment: str, *, uri: str | None = None, older_than_s: float = 3600.0,
+                    dry_run: bool = False) -> list[StaleRun]:
+    """End every stale run of ``experiment`` as KILLED (at its last heartbeat); return them."""
+    client = client_for(uri)
+    stale = find_stale_runs(experiment, uri=uri, older_than_s=older_than_s)
+    if not dry_run:
+        for s in stale:
+            client.set_tag(s.run_id, "rftbench.error", f"stale RUNNING run: {s.reason}. "
+                           f"Resume it with `rftbench train CONFIG --resume {s.run_id}`.")
+            end_ms = int((time.time() - s.heartbeat_age_s) * 1000)
+            client.set_terminated(s.run_id, status="KILLED", end_time=end_ms)
+    return stale
+
+
+def stale_runs_to_json(stale: list[StaleRun]) -> list[dict[str, Any]]:
+    return [asdict(s) for s in stale]
+
+
+def check_resumable(run_id: str, *, uri: str | None = None):
+    """The MLflow run ``run_id``, after checking that no live process on this host still trains it."""
+    client = client_for(uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise RftbenchError(f"no MLflow run {run_id!r} in {client.tracking_uri}; check the run id "
+                            f"(`mlflow ui`) and MLFLOW_TRACKING_URI.") from None
+    if run.info.status == "RUNNING" and PID_TAG in run.data.tags:
+        host, pid, start, _ = _run_process(run)
+        if process_state(host, pid, start) == "alive":
+            raise RftbenchError(f"run {run_id} is still being trained by process {pid} on this host; "
+                                f"stop that process before resuming the run.")
+    return run
+
+
+def run_dir_of(run) -> Optional[str]:
+    """The checkpoint directory recorded on a run (tag ``rftbench.run_dir``), if any."""
+    return run.data.tags.get("rftbench.run_dir")
