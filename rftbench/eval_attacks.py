@@ -31,21 +31,29 @@ Norm = Literal["Linf", "L2"]
 
 # ---------------------------------------------------------------- PGD with a given start
 class StartablePGD(torchattacks.PGD):
-    """torchattacks' Linf PGD that may start from a given perturbation ``init_delta`` (N,C,H,W).
+    """torchattacks' Linf PGD that may start from a given perturbation ``init_delta`` (N,C,H,W),
+    or take the gradient of its first step from the caller (``first_grad``: the gradient of the
+    mean cross-entropy at the clean images, which is the same for every eps, so a sweep computes
+    it once per sample instead of once per eps).
 
-    Without ``init_delta`` it is torchattacks' PGD unchanged (``random_start=False``).
+    Without either it is torchattacks' PGD unchanged (``random_start=False``).
     """
 
-    def forward(self, images, labels, init_delta: torch.Tensor | None = None):
-        if init_delta is None:
+    def forward(self, images, labels, init_delta: torch.Tensor | None = None,
+                first_grad: torch.Tensor | None = None):
+        if init_delta is None and first_grad is None:
             return super().forward(images, labels)
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
-        adv = torch.clamp(images + init_delta.to(self.device), 0, 1).detach()
+        start = images if init_delta is None else images + init_delta.to(self.device)
+        adv = torch.clamp(start, 0, 1).detach()
         loss = nn.CrossEntropyLoss()
-        for _ in range(self.steps):  # the loop of torchattacks.PGD.forward
-            adv.requires_grad = True
-            grad = torch.autograd.grad(loss(self.get_logits(adv), labels), adv)[0]
+        for step in range(self.steps):  # the loop of torchattacks.PGD.forward
+            if step == 0 and first_grad is not None and init_delta is None:
+                grad = first_grad.to(self.device)
+            else:
+                adv.requires_grad = True
+                grad = torch.autograd.grad(loss(self.get_logits(adv), labels), adv)[0]
             adv = adv.detach() + self.alpha * grad.sign()
             delta = torch.clamp(adv - images, min=-self.eps, max=self.eps)
             adv = torch.clamp(images + delta, min=0, max=1).detach()
@@ -53,19 +61,24 @@ class StartablePGD(torchattacks.PGD):
 
 
 class StartablePGDL2(torchattacks.PGDL2):
-    """torchattacks' L2 PGD that may start from a given perturbation ``init_delta``."""
+    """torchattacks' L2 PGD with ``init_delta`` and ``first_grad`` as :class:`StartablePGD`."""
 
-    def forward(self, images, labels, init_delta: torch.Tensor | None = None):
-        if init_delta is None:
+    def forward(self, images, labels, init_delta: torch.Tensor | None = None,
+                first_grad: torch.Tensor | None = None):
+        if init_delta is None and first_grad is None:
             return super().forward(images, labels)
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
-        adv = torch.clamp(images + init_delta.to(self.device), 0, 1).detach()
+        start = images if init_delta is None else images + init_delta.to(self.device)
+        adv = torch.clamp(start, 0, 1).detach()
         loss = nn.CrossEntropyLoss()
         n = len(images)
-        for _ in range(self.steps):  # the loop of torchattacks.PGDL2.forward
-            adv.requires_grad = True
-            grad = torch.autograd.grad(loss(self.get_logits(adv), labels), adv)[0]
+        for step in range(self.steps):  # the loop of torchattacks.PGDL2.forward
+            if step == 0 and first_grad is not None and init_delta is None:
+                grad = first_grad.to(self.device)
+            else:
+                adv.requires_grad = True
+                grad = torch.autograd.grad(loss(self.get_logits(adv), labels), adv)[0]
             grad = grad / (grad.view(n, -1).norm(p=2, dim=1) + self.eps_for_division).view(n, 1, 1, 1)
             adv = adv.detach() + self.alpha * grad
             delta = adv - images
@@ -145,10 +158,21 @@ class PGDSettings:
                 "start_seeds": "per sample from (seed, dataset index, eps, restart)"}
 
 
+def clean_logits_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at the clean images and the gradient of their mean cross-entropy there (the first
+    PGD step's gradient at every eps, when PGD starts at the clean image)."""
+    with torch.enable_grad():
+        xg = x.clone().detach().requires_grad_(True)
+        logits = model(xg)
+        grad = torch.autograd.grad(nn.functional.cross_entropy(logits, y), xg)[0]
+    return logits.detach(), grad
+
+
 def robust_under_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: Sequence[int], eps: float,
-                     s: PGDSettings) -> torch.Tensor:
+                     s: PGDSettings, first_grad: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample robustness (bool, N) under PGD at ``eps``; ``indices`` are the samples' dataset
-    indices (they seed the random starts). Only samples that survive a restart face the next."""
+    indices (they seed the random starts). Only samples that survive a restart face the next.
+    ``first_grad`` (N,C,H,W): see :func:`clean_logits_and_grad` (used by a start at the clean image)."""
     alive = torch.ones(len(y), dtype=torch.bool, device=y.device)
     if eps <= 0:
         return predict(model, x) == y
@@ -158,11 +182,14 @@ def robust_under_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices
         pos = alive.nonzero().flatten()
         if len(pos) == 0:
             break
-        init = None
         if r > 0 or s.random_start:
             init = per_sample_starts(idx_np[pos.cpu().numpy()], x.shape[1:], norm=s.norm, eps=eps, restart=r,
                                      seed=s.seed)
-        adv = atk(x[pos], y[pos], init_delta=init) if init is not None else atk(x[pos], y[pos])
+            adv = atk(x[pos], y[pos], init_delta=init)
+        elif first_grad is not None:
+            adv = atk(x[pos], y[pos], first_grad=first_grad[pos])
+        else:
+            adv = atk(x[pos], y[pos])
         alive[pos] = predict(model, adv) == y[pos]
     return alive
 

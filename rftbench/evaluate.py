@@ -38,7 +38,7 @@ from .metrics import expected_robustness, resolve_distribution
 from .models import weights_sha256
 from .records import (EvaluationRecord, RecordError, SampleResults, library_versions, merge_records,  # noqa: F401
                       summarize)
-from .sweep import naive_sweep, pruned_sweep
+from .sweep import input_gradients_only, naive_sweep, pruned_sweep
 
 __all__ = ["EvaluationRecord", "evaluate_model", "quick_robustness", "merge_records", "parse_shard", "shard_range",
            "pgd_settings"]
@@ -152,6 +152,14 @@ def evaluate_model(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, *,
     ``reference``: a stored record of this model on this subset; its per-sample clean results
     must reproduce (check ``clean_reproduces_reference``).
     """
+    with input_gradients_only(model):
+        return _evaluate(model, dataset, cfg, device=device, dataset_name=dataset_name, split=split,
+                         with_autoattack=with_autoattack, shard=shard, reference=reference)
+
+
+def _evaluate(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, *, device: torch.device | str,
+              dataset_name: str, split: str, with_autoattack: bool | None, shard: tuple[int, int] | None,
+              reference: EvaluationRecord | None) -> EvaluationRecord:
     ec, ac = cfg.eval, cfg.attack
     t0 = time.perf_counter()
     resolve_distribution(ec.distribution)  # fail on a bad name before any work

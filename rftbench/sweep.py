@@ -11,13 +11,14 @@ Flags are (n_samples, len(eps_grid)) booleans; column 0 (eps = 0) is clean corre
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .eval_attacks import PGDSettings, predict, robust_under_pgd
+from .eval_attacks import PGDSettings, clean_logits_and_grad, predict, robust_under_pgd
 
 # one batch: images (N,C,H,W) in [0,1], labels (N,), dataset indices (N,) that seed random starts
 Batch = tuple[torch.Tensor, torch.Tensor, Sequence[int]]
@@ -34,21 +35,44 @@ def pruned_sweep(model: nn.Module, batches: Iterable[Batch], eps_grid: Sequence[
     one batch at a time."""
     _check_grid(eps_grid)
     model.eval()
+    # with restart 0 at the clean image, its first step has the same gradient at every eps:
+    # one forward-backward at the clean images gives it and the clean predictions
+    share_first_step = not settings.random_start and len(eps_grid) > 1
     out = []
-    for x, y, idx in batches:
-        x, y = x.to(device), y.to(device)
-        idx = np.asarray(idx)
-        flags = torch.zeros(len(y), len(eps_grid), dtype=torch.bool)
-        alive = predict(model, x) == y
-        flags[:, 0] = alive.cpu()
-        for j, eps in enumerate(eps_grid[1:], start=1):
-            pos = alive.nonzero().flatten()
-            if len(pos) == 0:
-                break
-            alive[pos] = robust_under_pgd(model, x[pos], y[pos], idx[pos.cpu().numpy()], eps, settings)
-            flags[:, j] = alive.cpu()
-        out.append(flags)
+    with input_gradients_only(model):
+        for x, y, idx in batches:
+            x, y = x.to(device), y.to(device)
+            idx = np.asarray(idx)
+            flags = torch.zeros(len(y), len(eps_grid), dtype=torch.bool)
+            if share_first_step:
+                logits, first_grad = clean_logits_and_grad(model, x, y)
+                alive = logits.argmax(1) == y
+            else:
+                first_grad, alive = None, predict(model, x) == y
+            flags[:, 0] = alive.cpu()
+            for j, eps in enumerate(eps_grid[1:], start=1):
+                pos = alive.nonzero().flatten()
+                if len(pos) == 0:
+                    break
+                alive[pos] = robust_under_pgd(model, x[pos], y[pos], idx[pos.cpu().numpy()], eps, settings,
+                                              first_grad=None if first_grad is None else first_grad[pos])
+                flags[:, j] = alive.cpu()
+            out.append(flags)
     return torch.cat(out).numpy() if out else np.zeros((0, len(eps_grid)), dtype=bool)
+
+
+@contextmanager
+def input_gradients_only(model: nn.Module):
+    """Attacks need gradients with respect to the input only: switch the parameters' off (autograd
+    then keeps nothing for them) and restore them afterwards."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def naive_sweep(model: nn.Module, batches: Iterable[Batch], eps_grid: Sequence[float], settings: PGDSettings,
@@ -62,11 +86,13 @@ def naive_sweep(model: nn.Module, batches: Iterable[Batch], eps_grid: Sequence[f
     _check_grid(eps_grid)
     model.eval()
     out = []
-    for x, y, idx in batches:
-        x, y = x.to(device), y.to(device)
-        clean = (predict(model, x) == y).cpu()
-        cols = [clean] + [robust_under_pgd(model, x, y, idx, eps, settings).cpu() & clean for eps in eps_grid[1:]]
-        out.append(torch.stack(cols, 1))
+    with input_gradients_only(model):
+        for x, y, idx in batches:
+            x, y = x.to(device), y.to(device)
+            clean = (predict(model, x) == y).cpu()
+            cols = [clean] + [robust_under_pgd(model, x, y, idx, eps, settings).cpu() & clean
+                              for eps in eps_grid[1:]]
+            out.append(torch.stack(cols, 1))
     return torch.cat(out).numpy() if out else np.zeros((0, len(eps_grid)), dtype=bool)
 
 

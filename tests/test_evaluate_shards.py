@@ -20,24 +20,25 @@ def _numbers(rec):
 
 @pytest.fixture(scope="module")
 def sharded(embedded_cache):
-    # 48 samples in blocks of 16; AutoAttack on the first 32 and the probe on the first 24 cross
+    # 24 samples in blocks of 8; AutoAttack on the first 16 and the probe on the first 12 cross
     # shard boundaries; random starts with 2 restarts are seeded per sample
-    cfg, model, test = source_setup(eval__n_samples=48, attack__target_eps=0.07, eval__num_points=3,
-                                    eval__restarts=2, eval__random_start=True, eval__checks__probe_samples=24,
-                                    eval__autoattack__enabled=True, eval__autoattack__n_samples=32,
+    cfg, model, test = source_setup(eval__n_samples=24, attack__target_eps=0.07, eval__num_points=3,
+                                    eval__restarts=2, eval__random_start=True, eval__checks__probe_samples=12,
+                                    data__eval_batch_size=8, eval__autoattack__batch_size=8,
+                                    eval__autoattack__enabled=True, eval__autoattack__n_samples=16,
                                     eval__autoattack__version="custom",
                                     eval__autoattack__attacks=["apgd-ce", "apgd-t"])
     kw = dict(device="cpu", dataset_name="digits", split="test")
-    whole = evaluate_model(model, test, cfg, **kw)
-    shards = [evaluate_model(model, test, cfg, shard=(i, 3), reference=whole, **kw) for i in range(3)]
-    whole_ref = evaluate_model(model, test, cfg, reference=whole, **kw)
-    return whole_ref, shards
+    reference = evaluate_model(model, test, cfg, with_autoattack=False, **kw)
+    whole = evaluate_model(model, test, cfg, reference=reference, **kw)
+    shards = [evaluate_model(model, test, cfg, shard=(i, 3), reference=reference, **kw) for i in range(3)]
+    return whole, shards
 
 
 def test_merge_of_shards_equals_unsharded(sharded):
     whole, shards = sharded
-    assert [s["shard"]["positions"] for s in shards] == [[0, 16], [16, 32], [32, 48]]
-    assert [s["autoattack"] and s["autoattack"]["n_samples"] for s in shards] == [16, 16, None]
+    assert [s["shard"]["positions"] for s in shards] == [[0, 8], [8, 16], [16, 24]]
+    assert [s["autoattack"] and s["autoattack"]["n_samples"] for s in shards] == [8, 8, None]
     merged = merge_records(list(reversed(shards)))  # order of the files does not matter
     assert merged["shard"] is None and merged["merged_from"]["count"] == 3
     assert _numbers(merged) == _numbers(whole)
