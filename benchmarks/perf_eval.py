@@ -63,7 +63,7 @@ def best(times):
 
 def bench_sweep(model, test, repeats: int) -> dict:
     from rftbench.eval_attacks import PGDSettings
-    from rftbench.sweep import apply_nesting, pruned_sweep
+    from rftbench.pgd_sweep import apply_nesting, pruned_sweep
 
     x, y = test.images, test.labels
     idx = np.arange(len(y))

@@ -50,6 +50,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from rich.markup import escape
+
     from .config import load_config
     from .evaluate import EvaluationRecord, parse_shard
     from .experiment import evaluate_config
@@ -72,10 +74,11 @@ def cmd_evaluate(args) -> int:
         Console().print(f"clean {r['clean_accuracy']:.4f}  PGD@{r['threat_model']['target_eps']:.4g} "
                         f"{r['pgd']['accuracy'][-1]:.4f}  AutoAttack "
                         f"{(r['autoattack'] or {}).get('accuracy', float('nan')):.4f}  "
-                        f"{r['expected_robustness']['name']} {r['expected_robustness']['value']:.4f}"
+                        f"{escape(r['expected_robustness']['name'])} {r['expected_robustness']['value']:.4f}  "
+                        f"n={r['n_samples']}{'  certified' if r['certified'] else ''}"
                         + (f"  (MLflow run {run_id})" if run_id else ""))
         for w in r["warnings"]:
-            Console().print(f"[yellow]warning:[/yellow] {w}")
+            Console().print(f"[yellow]warning:[/yellow] {escape(w)}")
     return 0
 
 

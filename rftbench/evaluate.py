@@ -20,7 +20,6 @@ import dataclasses
 import math
 import re
 import time
-from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -38,7 +37,7 @@ from .metrics import expected_robustness, resolve_distribution
 from .models import weights_sha256
 from .records import (EvaluationRecord, RecordError, SampleResults, library_versions, merge_records,  # noqa: F401
                       summarize)
-from .sweep import input_gradients_only, naive_sweep, pruned_sweep
+from .pgd_sweep import input_gradients_only, naive_sweep, pruned_sweep
 
 __all__ = ["EvaluationRecord", "evaluate_model", "quick_robustness", "merge_records", "parse_shard", "shard_range",
            "pgd_settings"]
@@ -115,16 +114,8 @@ def shard_range(n_total: int, shard: tuple[int, int], block: int) -> tuple[int, 
 
 
 # ---------------------------------------------------------------- the evaluation
-@dataclass
-class _Plan:
-    subset: np.ndarray   # all subset indices (into the split)
-    start: int
-    end: int
-    n_aa: int            # AutoAttack covers subset positions [0, n_aa)
-    n_probe: int         # the sanity probe covers positions [0, n_probe)
-
-
 def _settings(cfg: ExperimentConfig, sample_shape: Sequence[int], run_aa: bool, n_aa: int) -> dict[str, Any]:
+    """What the record states about how it was measured (also what shards must agree on)."""
     ec, ac = cfg.eval, cfg.attack
     ch = ec.checks
     aa = None
@@ -152,108 +143,64 @@ def evaluate_model(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, *,
     ``reference``: a stored record of this model on this subset; its per-sample clean results
     must reproduce (check ``clean_reproduces_reference``).
     """
-    with input_gradients_only(model):
-        return _evaluate(model, dataset, cfg, device=device, dataset_name=dataset_name, split=split,
-                         with_autoattack=with_autoattack, shard=shard, reference=reference)
-
-
-def _evaluate(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, *, device: torch.device | str,
-              dataset_name: str, split: str, with_autoattack: bool | None, shard: tuple[int, int] | None,
-              reference: EvaluationRecord | None) -> EvaluationRecord:
     ec, ac = cfg.eval, cfg.attack
     t0 = time.perf_counter()
-    resolve_distribution(ec.distribution)  # fail on a bad name before any work
-    model.eval()
-    grid = cfg.eps_grid()
-    settings_pgd = pgd_settings(cfg)
-    subset = eval_subset_indices(len(dataset), ec.n_samples, ec.subset_seed)
-    n_total = len(subset)
+    resolve_distribution(ec.distribution)  # fail on bad settings before any work
     run_aa = (ec.autoattack.enabled if with_autoattack is None else with_autoattack) and ac.target_eps > 0
-    if run_aa and ec.autoattack.version == "custom" and not ec.autoattack.attacks:
-        raise ConfigError("autoattack.version 'custom' needs autoattack.attacks, e.g. [apgd-ce, apgd-t].")
+    _check_autoattack_config(ec.autoattack.version, ec.autoattack.attacks, running=run_aa)
     if run_aa and ec.autoattack.second_opinion and ec.autoattack.version not in ("standard", "plus", "rand"):
         raise ConfigError("eval.autoattack.second_opinion (torchattacks' AutoAttack) needs version standard, "
                           "plus or rand.")
+    subset = eval_subset_indices(len(dataset), ec.n_samples, ec.subset_seed)
+    n_total = len(subset)
     start, end = (0, n_total) if shard is None else shard_range(n_total, shard, shard_block(cfg))
-    plan = _Plan(subset, start, end, min(ec.autoattack.n_samples, n_total) if run_aa else 0,
-                 min(ec.checks.probe_samples, n_total))
-    bs = cfg.data.eval_batch_size
-    nw = cfg.data.num_workers
+    n_aa = min(ec.autoattack.n_samples, n_total) if run_aa else 0
     mine = subset[start:end]
-    timings: dict[str, float] = {}
 
-    # 1) the pruned sweep (column 0 = clean)
-    t = time.perf_counter()
-    seen_labels: list[np.ndarray] = []
+    def batches(idx: np.ndarray, size: int = cfg.data.eval_batch_size):
+        return _batches(dataset, idx, size, cfg.data.num_workers)
 
-    def keep_labels(batches):
-        for x, y, idx in batches:
-            seen_labels.append(y.numpy())
-            yield x, y, idx
-
-    flags = pruned_sweep(model, keep_labels(_batches(dataset, mine, bs, nw)), grid, settings_pgd, device)
-    timings["pgd_sweep_s"] = time.perf_counter() - t
-
-    # 2) clean accuracy again (a randomized or stateful model does not reproduce), and vs a reference
-    t = time.perf_counter()
-    clean_again = np.concatenate([(predict(model, x.to(device)) == y.to(device)).cpu().numpy()
-                                  for x, y, _ in _batches(dataset, mine, bs, nw)]) if len(mine) else np.zeros(0, bool)
-    ref_info = _compare_reference(reference, subset, start, end, clean_again, model) if reference is not None else None
-    timings["clean_recheck_s"] = time.perf_counter() - t
-
-    # 3) the sanity probe: a naive sweep (no nesting) and PGD at a very large eps
-    t = time.perf_counter()
-    probe_idx = subset[start:min(end, plan.n_probe)] if start < plan.n_probe else subset[:0]
+    grid, pgd = cfg.eps_grid(), pgd_settings(cfg)
     sample_shape = tuple(dataset[int(subset[0])][0].shape) if n_total else (1, 1, 1)
-    settings = _settings(cfg, sample_shape, run_aa, plan.n_aa)
-    large_eps = settings["checks"]["large_eps"]
-    probe_raw = naive_sweep(model, _batches(dataset, probe_idx, bs, nw), grid, settings_pgd, device)
-    large_pgd = large_eps_pgd(settings_pgd)
-    probe_large = np.concatenate([robust_under_pgd(model, x.to(device), y.to(device), idx, large_eps,
-                                                   large_pgd).cpu().numpy()
-                                  for x, y, idx in _batches(dataset, probe_idx, bs, nw)]) & probe_raw[:, 0] \
-        if len(probe_idx) else np.zeros(0, bool)
-    timings["sanity_probe_s"] = time.perf_counter() - t
-
-    # 4) AutoAttack on positions [0, n_aa), in chunks
-    aa_broken = np.zeros(0, np.uint8)
-    ta_flags = np.zeros(0, bool) if (run_aa and ec.autoattack.second_opinion) else None
-    aa_attacks: list[str] = []
-    n_tc = None
-    lib_warn: list[str] = []
-    if run_aa and start < plan.n_aa:
+    settings = _settings(cfg, sample_shape, run_aa, n_aa)
+    timings: dict[str, float] = {}
+    model.eval()
+    with input_gradients_only(model):
+        # 1) the pruned sweep (column 0 = clean)
         t = time.perf_counter()
-        aa_idx = subset[start:min(end, plan.n_aa)]
-        num_classes = None
-        parts, ta_parts = [], []
-        for x, y, _ in _batches(dataset, aa_idx, ec.autoattack.batch_size, nw):
-            x, y = x.to(device), y.to(device)
-            if num_classes is None:
-                with torch.no_grad():
-                    num_classes = int(model(x[:1]).shape[1])
-            res = run_pyautoattack(model, x, y, eps=ac.target_eps, norm=ac.norm, version=ec.autoattack.version,
-                                   num_classes=num_classes, seed=cfg.seed, batch_size=ec.autoattack.batch_size,
-                                   attacks=ec.autoattack.attacks or None, device=device)
-            parts.append(res.broken_by)
-            aa_attacks, n_tc = res.attacks, res.n_target_classes
-            lib_warn += [m for m in res.library_warnings if m not in lib_warn]
-            if ta_flags is not None:
-                t_ta = time.perf_counter()
-                ta_parts.append(run_torchattacks_autoattack(model, x, y, eps=ac.target_eps, norm=ac.norm,
-                                                            version=ec.autoattack.version,
-                                                            num_classes=num_classes, seed=cfg.seed))
-                timings["autoattack_torchattacks_s"] = timings.get("autoattack_torchattacks_s", 0.0) \
-                    + time.perf_counter() - t_ta
-        aa_broken = np.concatenate(parts)
-        if ta_flags is not None:
-            ta_flags = np.concatenate(ta_parts)
-        timings["autoattack_s"] = time.perf_counter() - t - timings.get("autoattack_torchattacks_s", 0.0)
+        labels: list[np.ndarray] = []
 
-    labels = np.concatenate(seen_labels).astype(np.int64) if seen_labels else np.zeros(0, np.int64)
-    samples = SampleResults(start=start, indices=mine.astype(np.int64), labels=labels, pgd_flags=flags,
-                            aa_broken_by=aa_broken, ta_flags=ta_flags, probe_raw=probe_raw, probe_large=probe_large,
-                            clean_recheck_mismatch=int(np.sum(clean_again != flags[:, 0])), reference=ref_info,
-                            aa_attacks=aa_attacks, aa_n_target_classes=n_tc, aa_library_warnings=lib_warn)
+        def keeping_labels(stream):
+            for x, y, idx in stream:
+                labels.append(y.numpy())
+                yield x, y, idx
+
+        flags = pruned_sweep(model, keeping_labels(batches(mine)), grid, pgd, device)
+        timings["pgd_sweep_s"] = time.perf_counter() - t
+
+        # 2) clean results again (a randomized or stateful model does not reproduce), and vs a reference
+        t = time.perf_counter()
+        clean_again = (np.concatenate([(predict(model, x.to(device)) == y.to(device)).cpu().numpy()
+                                       for x, y, _ in batches(mine)]) if len(mine) else np.zeros(0, bool))
+        ref_info = None if reference is None else _compare_reference(reference, subset, start, end, clean_again,
+                                                                     model)
+        timings["clean_recheck_s"] = time.perf_counter() - t
+
+        # 3) the sanity probe on positions [0, probe_samples): a naive sweep and PGD at a very large eps
+        t = time.perf_counter()
+        probe_idx = subset[start:max(start, min(end, ec.checks.probe_samples))]
+        probe_raw = naive_sweep(model, batches(probe_idx), grid, pgd, device)
+        probe_large = _robust_at(model, batches(probe_idx), settings["checks"]["large_eps"], large_eps_pgd(pgd),
+                                 device) & probe_raw[:, 0]
+        timings["sanity_probe_s"] = time.perf_counter() - t
+
+        # 4) AutoAttack on positions [0, n_aa), in chunks
+        aa = _autoattack(model, batches(subset[start:max(start, min(end, n_aa))], ec.autoattack.batch_size), cfg,
+                         device, timings)
+    samples = SampleResults(start=start, indices=mine.astype(np.int64),
+                            labels=np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64),
+                            pgd_flags=flags, probe_raw=probe_raw, probe_large=probe_large,
+                            clean_recheck_mismatch=int(np.sum(clean_again != flags[:, 0])), reference=ref_info, **aa)
     meta = {
         "model": {"arch": getattr(model, "arch", None), "weights_sha256": weights_sha256(model),
                   "class": type(model).__name__},
@@ -270,6 +217,65 @@ def _evaluate(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, *, devi
     }
     timings["total_s"] = time.perf_counter() - t0
     return summarize(meta, samples, timings)
+
+
+def _robust_at(model: nn.Module, batches, eps: float, pgd: PGDSettings, device) -> np.ndarray:
+    """Per-sample robustness (bool) under PGD at ``eps``, batch by batch."""
+    parts = [robust_under_pgd(model, x.to(device), y.to(device), idx, eps, pgd).cpu().numpy()
+             for x, y, idx in batches]
+    return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+
+def _autoattack(model: nn.Module, chunks, cfg: ExperimentConfig, device, timings: dict[str, float]) -> dict[str, Any]:
+    """pyautoattack (and torchattacks' AutoAttack when asked) on each chunk; the SampleResults fields."""
+    ec, ac = cfg.eval, cfg.attack
+    second = ec.autoattack.second_opinion
+    out: dict[str, Any] = {"aa_broken_by": np.zeros(0, np.uint8), "ta_flags": None, "aa_attacks": [],
+                           "aa_n_target_classes": None, "aa_library_warnings": []}
+    parts, ta_parts = [], []
+    t_aa = t_ta = 0.0
+    num_classes = None
+    for x, y, _ in chunks:
+        x, y = x.to(device), y.to(device)
+        if num_classes is None:
+            with torch.no_grad():
+                num_classes = int(model(x[:1]).shape[1])
+        t = time.perf_counter()
+        res = run_pyautoattack(model, x, y, eps=ac.target_eps, norm=ac.norm, version=ec.autoattack.version,
+                               num_classes=num_classes, seed=cfg.seed, batch_size=ec.autoattack.batch_size,
+                               attacks=ec.autoattack.attacks or None, device=device)
+        t_aa += time.perf_counter() - t
+        parts.append(res.broken_by)
+        out["aa_attacks"], out["aa_n_target_classes"] = res.attacks, res.n_target_classes
+        out["aa_library_warnings"] += [m for m in res.library_warnings if m not in out["aa_library_warnings"]]
+        if second:
+            t = time.perf_counter()
+            ta_parts.append(run_torchattacks_autoattack(model, x, y, eps=ac.target_eps, norm=ac.norm,
+                                                        version=ec.autoattack.version, num_classes=num_classes,
+                                                        seed=cfg.seed))
+            t_ta += time.perf_counter() - t
+    if parts:
+        out["aa_broken_by"] = np.concatenate(parts)
+        timings["autoattack_s"] = t_aa
+        if second:
+            out["ta_flags"] = np.concatenate(ta_parts)
+            timings["autoattack_torchattacks_s"] = t_ta
+    return out
+
+
+PYAUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
+
+
+def _check_autoattack_config(version: str, attacks: Sequence[str], running: bool) -> None:
+    if running and version == "custom" and not attacks:
+        raise ConfigError("eval.autoattack.version 'custom' needs eval.autoattack.attacks, e.g. [apgd-ce, apgd-t].")
+    if version != "custom" and attacks:
+        raise ConfigError(f"eval.autoattack.attacks is used only with version 'custom'; version {version!r} runs "
+                          f"its own list. Remove attacks or set version: custom.")
+    unknown = [a for a in attacks if a not in PYAUTOATTACK_ATTACKS]
+    if unknown:
+        raise ConfigError(f"eval.autoattack.attacks: unknown attack(s) {unknown}; pyautoattack knows "
+                          f"{', '.join(PYAUTOATTACK_ATTACKS)}.")
 
 
 def _compare_reference(reference: EvaluationRecord, subset: np.ndarray, start: int, end: int,

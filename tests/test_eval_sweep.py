@@ -6,7 +6,7 @@ import torchattacks
 
 from eval_helpers import source_setup
 from rftbench.eval_attacks import PGDSettings, make_pgd, per_sample_starts, robust_under_pgd
-from rftbench.sweep import apply_nesting, naive_sweep, pruned_sweep
+from rftbench.pgd_sweep import apply_nesting, naive_sweep, pruned_sweep
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,7 @@ def test_cli_shards_then_merge_equal_cli_unsharded(workdir, capsys):
     for i in range(2):
         assert main(["evaluate", str(path), "--shard", f"{i}/2", "--out", f"s{i}.json"]) == 0
     assert main(["evaluate", str(path), "--out", "whole.json", "--no-log"]) == 0
+    assert main(["evaluate", str(path), "--reference", "whole.json", "--out", "again.json", "--no-log"]) == 0
     capsys.readouterr()
     assert main(["evaluate", "merge", "s1.json", "s0.json", "--out", "merged.json", "--experiment", "merged",
                  "--json"]) == 0
@@ -99,6 +100,7 @@ def test_cli_shards_then_merge_equal_cli_unsharded(workdir, capsys):
     assert _numbers(merged) == _numbers(whole)
     assert merged["certified"] is True and out["certified"] is True  # standard, on all 32 samples
     assert EvaluationRecord.load("s0.json")["certified"] is False
+    assert EvaluationRecord.load("again.json")["checks"]["clean_reproduces_reference"]["passed"] is True
     # shard runs carry no eval/* metrics (the leaderboard sees only the merged one)
     client = client_for()
     runs = client.search_runs([client.get_experiment_by_name("merged").experiment_id])
@@ -124,3 +126,8 @@ def test_cli_errors_exit_2(workdir, capsys):
     assert "not an rftbench evaluation record" in err and "Traceback" not in err
     assert main(["evaluate", "merge"]) == 2
     assert "needs the shard records" in capsys.readouterr().err
+    assert main(["evaluate", str(path), "--no-log", "--set", "eval.autoattack.version=custom",
+                 "--set", "eval.autoattack.attacks=[apgd-ce, pgd]"]) == 2
+    assert "unknown attack(s) ['pgd']" in capsys.readouterr().err
+    assert main(["evaluate", str(path), "--no-log", "--set", "eval.distribution=betta(2,5)"]) == 2
+    assert "unknown eps distribution 'betta'" in capsys.readouterr().err
