@@ -80,7 +80,7 @@ def test_certified_only_for_standard_on_the_full_subset(embedded_cache):
                                     eval__autoattack__version="custom", eval__autoattack__attacks=["apgd-ce"])
     custom = evaluate_model(model, test, cfg, device="cpu", dataset_name="digits", split="test")
     assert custom["autoattack"]["attacks"] == ["apgd-ce"] and custom["certified"] is False
-    val = evaluate_model(model, test, cfg.model_copy(update={}), device="cpu", dataset_name="digits", split="val")
+    val = evaluate_model(model, test, cfg, device="cpu", dataset_name="digits", split="val")  # not the test split
     assert val["certified"] is False
 
 
