@@ -55,14 +55,23 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from rich.markup import escape
+
     from .config import load_config
+    from .evaluate import EvaluationRecord, parse_shard
     from .experiment import evaluate_config
 
+    if args.config[0] == "merge":
+        return cmd_evaluate_merge(args, args.config[1:])
+    if len(args.config) != 1:
+        raise RftbenchError("`rftbench evaluate` takes one CONFIG (or: `rftbench evaluate merge REC.json ... --out M.json`).")
     overrides = list(args.set)
     if args.model:
         overrides.append(f"model.name={args.model}")
-    cfg = load_config(args.config, overrides)
-    record, run_id = evaluate_config(cfg, log=not args.no_log, out=args.out)
+    cfg = load_config(args.config[0], overrides)
+    shard = parse_shard(args.shard) if args.shard else None
+    reference = EvaluationRecord.load(args.reference) if args.reference else None
+    record, run_id = evaluate_config(cfg, log=not args.no_log, out=args.out, shard=shard, reference=reference)
     if args.json:
         _print_json({**record.data, "mlflow_run_id": run_id})
     else:
@@ -70,10 +79,35 @@ def cmd_evaluate(args) -> int:
         Console().print(f"clean {r['clean_accuracy']:.4f}  PGD@{r['threat_model']['target_eps']:.4g} "
                         f"{r['pgd']['accuracy'][-1]:.4f}  AutoAttack "
                         f"{(r['autoattack'] or {}).get('accuracy', float('nan')):.4f}  "
-                        f"{r['expected_robustness']['name']} {r['expected_robustness']['value']:.4f}"
+                        f"{escape(r['expected_robustness']['name'])} {r['expected_robustness']['value']:.4f}  "
+                        f"n={r['n_samples']}{'  certified' if r['certified'] else ''}"
                         + (f"  (MLflow run {run_id})" if run_id else ""))
         for w in r["warnings"]:
-            Console().print(f"[yellow]warning:[/yellow] {w}")
+            Console().print(f"[yellow]warning:[/yellow] {escape(w)}")
+    return 0
+
+
+def cmd_evaluate_merge(args, paths: list[str]) -> int:
+    from .evaluate import EvaluationRecord, merge_records
+    from .experiment import log_evaluation_record
+
+    if not paths:
+        raise RftbenchError("`rftbench evaluate merge` needs the shard records: merge REC1.json REC2.json ... --out M.json")
+    record = merge_records([EvaluationRecord.load(p) for p in paths])
+    run_id = None
+    if not args.no_log:
+        run_id = log_evaluation_record(record, experiment=args.experiment, run_name=f"eval-merged:{record['dataset']}")
+    if args.out:
+        record.save(args.out)
+    r = record.data
+    summary = {"n_samples": r["n_samples"], "clean_accuracy": r["clean_accuracy"], "pgd_accuracy": r["pgd"]["accuracy"],
+               "acc_autoattack": (r["autoattack"] or {}).get("accuracy"),
+               "expected_robustness": r["expected_robustness"]["value"], "er_name": r["expected_robustness"]["name"],
+               "certified": r["certified"], "warnings": r["warnings"], "out": args.out, "mlflow_run_id": run_id}
+    if args.json:
+        _print_json(summary)
+    else:
+        Console().print(summary)
     return 0
 
 
@@ -257,8 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="evaluate a model (any registry name) as the config's eval section says")
-    e.add_argument("config")
+    e = sub.add_parser("evaluate", help="evaluate a model (any registry name) as the config's eval section says; "
+                       "`evaluate merge REC.json ... --out M.json` combines shard records")
+    e.add_argument("config", nargs="+", metavar="CONFIG | merge REC.json ...")
+    e.add_argument("--shard", metavar="i/N", help="evaluate slice i (0-based) of N of the evaluation subset")
+    e.add_argument("--reference", metavar="REC.json", help="a stored record whose clean results must reproduce")
+    e.add_argument("--experiment", default="rftbench", help="MLflow experiment of a merged record (merge only)")
     e.add_argument("--model", help="model name, e.g. file:runs/x/model.safetensors or timm:resnet18")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     e.add_argument("--out", help="write the evaluation record JSON here")

@@ -124,6 +124,21 @@ class AutoAttackConfig(_Strict):
     attacks: list[str] = Field(default_factory=list)
     n_samples: int = Field(100, ge=1)
     batch_size: int = Field(256, ge=1)
+    second_opinion: bool = False  # also run torchattacks' AutoAttack and record it beside pyautoattack's
+
+
+class EvalChecksConfig(_Strict):
+    """Sanity checks against gradient masking (see ``rftbench.checks``), run on a probe: the
+    first ``probe_samples`` of the evaluation subset. ``large_eps``: ``None`` = Linf 1.0 / L2 the
+    image cube's diameter."""
+
+    probe_samples: int = Field(64, ge=0)
+    large_eps: Optional[float] = Field(None, gt=0)
+    large_eps_max_accuracy: float = Field(0.05, ge=0, le=1)
+    monotone_tolerance: float = Field(0.02, ge=0, le=1)
+    square_tolerance: float = Field(0.002, ge=0, le=1)
+
+    _num = field_validator("large_eps", mode="before")(lambda v: _number(v))
 
 
 class EvalConfig(_Strict):
@@ -133,12 +148,14 @@ class EvalConfig(_Strict):
     num_points: int = Field(5, ge=2)
     pgd_steps: int = Field(10, ge=1)
     restarts: int = Field(1, ge=1)
+    random_start: bool = False  # restart 0 from a random start too (further restarts always are)
     step_size_ratio: Optional[float] = Field(None, gt=0)
     distribution: str = "uniform"
     n_samples: int = Field(1000, ge=1)
     subset_seed: int = 0
     split: Literal["test", "val"] = "test"
     autoattack: AutoAttackConfig = Field(default_factory=AutoAttackConfig)
+    checks: EvalChecksConfig = Field(default_factory=EvalChecksConfig)
 
     @field_validator("eps_grid", mode="before")
     @classmethod

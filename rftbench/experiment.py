@@ -112,11 +112,14 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
 
 
 def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, log: bool = True,
-                    out: str | Path | None = None) -> tuple[EvaluationRecord, Optional[str]]:
+                    out: str | Path | None = None, shard: tuple[int, int] | None = None,
+                    reference: EvaluationRecord | None = None) -> tuple[EvaluationRecord, Optional[str]]:
     """Evaluate ``cfg.model`` as it is (no training) on ``cfg.eval.split`` of ``cfg.data``.
 
     Works on any registry model (``file:``, ``timm:``, ...). With ``log`` the record goes to a
-    new MLflow run tagged ``rftbench.kind=evaluation``; returns the record and that run's id.
+    new MLflow run tagged ``rftbench.kind=evaluation`` (``evaluation-shard`` for ``shard=(i, N)``:
+    merge the shard records with ``rftbench evaluate merge``); returns the record and the run id.
+    ``reference``: a stored record whose clean results must reproduce.
     """
     load_plugins(cfg)
     device = resolve_device(cfg.train.device)
@@ -124,19 +127,37 @@ def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, l
     splits = build_splits(cfg.data, probe.spec, cfg.seed)
     model = build_model(cfg, splits.num_classes).to(device)
     split = cfg.eval.split
-    record = evaluate_model(model, splits.split(split), cfg, device=device, dataset_name=cfg.data.name, split=split)
+    record = evaluate_model(model, splits.split(split), cfg, device=device, dataset_name=cfg.data.name, split=split,
+                            shard=shard, reference=reference)
     run_id = None
     if log:
-        tags = {"rftbench.kind": "evaluation", "rftbench.model": cfg.model.name,
-                "rftbench.dataset": cfg.data.name, "rftbench.schedule": "(as given)"}
-        with start_run(cfg.experiment, f"eval:{cfg.name}", tags=tags, uri=tracking_uri) as tracker:
-            tracker.log_params(cfg.flat())
-            tracker.log_metrics(record.metrics())
-            tracker.set_tags({"rftbench.certified": record["certified"],
-                              "rftbench.er_name": record["expected_robustness"]["name"],
-                              "rftbench.warnings": " | ".join(record["warnings"])[:5000]})
-            tracker.log_dict(record.data, "evaluation.json", "evaluation")
-            run_id = tracker.run_id
+        name = f"eval:{cfg.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
+        run_id = log_evaluation_record(record, experiment=cfg.experiment, run_name=name, params=cfg.flat(),
+                                       tags={"rftbench.model": cfg.model.name}, uri=tracking_uri)
     if out is not None:
         record.save(out)
     return record, run_id
+
+
+def log_evaluation_record(record: EvaluationRecord, *, experiment: str, run_name: str,
+                          params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
+                          uri: str | None = None) -> str:
+    """Log one evaluation record to a new MLflow run: the record as artifact, its numbers as
+    ``eval/*`` metrics (not for a shard, so that the leaderboard sees only whole evaluations) and
+    its certification, ER name and warnings as tags. Returns the run id."""
+    shard = record.data.get("shard")
+    arch = (record["model"].get("arch") or {}).get("name", "?")
+    all_tags = {"rftbench.kind": "evaluation-shard" if shard else "evaluation", "rftbench.model": arch,
+                "rftbench.dataset": record["dataset"], "rftbench.schedule": "(as given)", **(tags or {})}
+    with start_run(experiment, run_name, tags=all_tags, uri=uri) as tracker:
+        if params:
+            tracker.log_params(params)
+        if not shard:
+            tracker.log_metrics(record.metrics())
+        tracker.set_tags({"rftbench.certified": record["certified"],
+                          "rftbench.er_name": record["expected_robustness"]["name"],
+                          "rftbench.weights_sha256": record["model"]["weights_sha256"],
+                          "rftbench.shard": f"{shard['index']}/{shard['count']}" if shard else "",
+                          "rftbench.warnings": " | ".join(record["warnings"])[:5000]})
+        tracker.log_dict(record.data, "evaluation.json", "evaluation")
+        return tracker.run_id

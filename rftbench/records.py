@@ -1,0 +1,360 @@
+"""The evaluation record: one JSON document per evaluation, built from per-sample results.
+
+Every number in a record (accuracies, ER, AutoAttack, checks, ``certified``) is computed by
+:func:`summarize` from the per-sample arrays stored in the record itself, so shard records
+merge (:func:`merge_records`) into a record whose numbers are those of an unsharded
+evaluation, and anyone can re-check a record from its per-sample results.
+
+Per-sample arrays are stored compressed: ``{"dtype", "shape", "data"}`` with ``data`` =
+base64(gzip(bytes)); booleans are bit-packed first.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import gzip
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import __version__
+from .checks import (CheckResult, check_autoattack_vs_pgd, check_clean_reproduces, check_large_eps,
+                     check_monotone, check_square)
+from .errors import RftbenchError
+from .metrics import er_name, expected_robustness
+
+RECORD_FORMAT = 2
+_BOOL_ARRAYS = {"pgd_flags", "probe_raw", "probe_large", "ta_flags"}
+
+
+class RecordError(RftbenchError):
+    """An evaluation record is malformed, or records cannot be merged."""
+
+
+# ---------------------------------------------------------------- compressed arrays
+def pack_array(a: np.ndarray) -> dict[str, Any]:
+    """A numpy array as ``{"dtype", "shape", "data": base64(gzip(bytes))}`` (bools bit-packed)."""
+    a = np.asarray(a)
+    if a.dtype == bool:
+        raw = np.packbits(a, axis=None).tobytes()
+        dtype = "bool"
+    else:
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        raw = a.tobytes()
+        dtype = a.dtype.str
+    return {"dtype": dtype, "shape": list(a.shape), "data": base64.b64encode(gzip.compress(raw, mtime=0)).decode()}
+
+
+def unpack_array(d: dict[str, Any]) -> np.ndarray:
+    raw = gzip.decompress(base64.b64decode(d["data"]))
+    shape = tuple(d["shape"])
+    if d["dtype"] == "bool":
+        return np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[: int(np.prod(shape))].reshape(shape).astype(bool)
+    return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(shape).copy()
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "rftbench": __version__}
+    for name in ("torch", "torchvision", "torchattacks", "pyautoattack", "timm", "numpy"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+# ---------------------------------------------------------------- per-sample results
+@dataclass
+class SampleResults:
+    """What one evaluation (or shard) measured, per sample, in subset order.
+
+    ``start``: position of the first sample in the full evaluation subset. AutoAttack covers
+    the first ``len(aa_broken_by)`` samples here, the probe the first ``len(probe_large)``.
+    """
+
+    start: int
+    indices: np.ndarray            # int64 (n,): indices into the split
+    labels: np.ndarray             # int64 (n,)
+    pgd_flags: np.ndarray          # bool (n, len(grid)): pruned sweep, column 0 = clean
+    aa_broken_by: np.ndarray       # uint8 (n_aa,): 0 robust, 1 clean wrong, 2+k broken by attack k
+    ta_flags: np.ndarray | None    # bool (n_aa,): torchattacks' AutoAttack, or None
+    probe_raw: np.ndarray          # bool (n_probe, len(grid)): naive sweep, no nesting
+    probe_large: np.ndarray        # bool (n_probe,): PGD at the very large eps
+    clean_recheck_mismatch: int = 0
+    reference: dict[str, Any] | None = None   # {"mismatch", "n", "against"}
+    aa_attacks: list[str] = field(default_factory=list)
+    aa_n_target_classes: int | None = None
+    aa_library_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return int(len(self.indices))
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"start": self.start, "clean_recheck_mismatch": int(self.clean_recheck_mismatch),
+                             "reference": self.reference, "aa_attacks": list(self.aa_attacks),
+                             "aa_n_target_classes": self.aa_n_target_classes,
+                             "aa_library_warnings": list(self.aa_library_warnings)}
+        for name in ("indices", "labels", "pgd_flags", "aa_broken_by", "ta_flags", "probe_raw", "probe_large"):
+            v = getattr(self, name)
+            d[name] = None if v is None else pack_array(v)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "SampleResults":
+        arrays = {k: (None if d.get(k) is None else unpack_array(d[k]))
+                  for k in ("indices", "labels", "pgd_flags", "aa_broken_by", "ta_flags", "probe_raw", "probe_large")}
+        return cls(start=int(d["start"]), clean_recheck_mismatch=int(d.get("clean_recheck_mismatch", 0)),
+                   reference=d.get("reference"), aa_attacks=list(d.get("aa_attacks", [])),
+                   aa_n_target_classes=d.get("aa_n_target_classes"),
+                   aa_library_warnings=list(d.get("aa_library_warnings", [])), **arrays)
+
+
+# ---------------------------------------------------------------- the record
+@dataclass
+class EvaluationRecord:
+    """Everything one evaluation measured, with what it takes to reproduce and re-check it."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, k: str) -> Any:
+        return self.data[k]
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, indent=2, sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(self.to_json())
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EvaluationRecord":
+        p = Path(path)
+        if not p.is_file():
+            raise RecordError(f"evaluation record {str(path)!r} does not exist.")
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"{p} is not a JSON evaluation record: {exc}.") from None
+        if not isinstance(data, dict) or data.get("rftbench_record") != RECORD_FORMAT or "per_sample" not in data:
+            raise RecordError(f"{p} is not an rftbench evaluation record of format {RECORD_FORMAT} "
+                              f"(write it with `rftbench evaluate ... --out FILE`).")
+        return cls(data)
+
+    def samples(self) -> SampleResults:
+        """The per-sample results, decompressed."""
+        return SampleResults.from_json(self.data["per_sample"])
+
+    def metrics(self) -> dict[str, float]:
+        d = self.data
+        out = {"eval/acc_clean": d["clean_accuracy"], "eval/acc_pgd": d["pgd"]["accuracy"][-1],
+               "eval/expected_robustness": d["expected_robustness"]["value"]}
+        if d.get("autoattack"):
+            out["eval/acc_autoattack"] = d["autoattack"]["accuracy"]
+            if d["autoattack"].get("torchattacks"):
+                out["eval/acc_autoattack_torchattacks"] = d["autoattack"]["torchattacks"]["accuracy"]
+        for e, a in zip(d["pgd"]["eps_grid"], d["pgd"]["accuracy"]):
+            out[f"eval/acc_pgd_eps_{e * 255:.2f}_255"] = a
+        out["eval/n_samples"] = d["n_samples"]
+        out["eval/n_warnings"] = len(d["warnings"])
+        out["eval/time_s"] = d["timings"]["total_s"]
+        return out
+
+
+def _aa_summary(aa_settings: dict[str, Any], s: SampleResults, pgd_flags_aa: np.ndarray,
+                pgd_eps: float) -> dict[str, Any]:
+    bb = s.aa_broken_by
+    n = int(len(bb))
+    acc_after = {}
+    for k, name in enumerate(s.aa_attacks):
+        acc_after[name] = float(np.mean((bb == 0) | (bb > 2 + k))) if n else float("nan")
+    out = {**aa_settings, "attacks": list(s.aa_attacks), "n_samples": n,
+           "accuracy": float(np.mean(bb == 0)) if n else float("nan"),
+           "clean_accuracy": float(np.mean(bb != 1)) if n else float("nan"),
+           "accuracy_after": acc_after, "broken_by": {name: int(np.sum(bb == 2 + k)) for k, name in
+                                                      enumerate(s.aa_attacks)},
+           "n_target_classes": s.aa_n_target_classes,
+           "pgd_same_samples": {"eps": pgd_eps, "accuracy": float(pgd_flags_aa.mean()) if n else float("nan")},
+           "library_warnings": list(s.aa_library_warnings), "torchattacks": None}
+    if s.ta_flags is not None:
+        ta = s.ta_flags
+        out["torchattacks"] = {"library": "torchattacks", "version": aa_settings["version"],
+                               "accuracy": float(ta.mean()) if n else float("nan"),
+                               "disagreements": int(np.sum(ta != (bb == 0)))}
+    return out
+
+
+def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -> EvaluationRecord:
+    """The full record (numbers, checks, warnings, ``certified``) from ``meta`` and per-sample results.
+
+    A pure function of its inputs: an unsharded evaluation and a merge of its shards give the
+    same numbers.
+    """
+    st = meta["settings"]
+    grid = list(st["eps_grid"])
+    target = meta["threat_model"]["target_eps"]
+    flags = s.pgd_flags
+    accs = flags.mean(0).tolist() if s.n else [float("nan")] * len(grid)
+    dist = st["distribution"]
+    pgd = dict(st["pgd"])
+    er = expected_robustness(grid, accs, dist) if s.n else float("nan")
+    record: dict[str, Any] = {
+        "rftbench_record": RECORD_FORMAT,
+        **{k: copy.deepcopy(meta[k]) for k in ("model", "dataset", "split", "subset", "shard", "threat_model")},
+        "n_samples": s.n,
+        "clean_accuracy": accs[0],
+        "pgd": {"eps_grid": grid, "accuracy": accs, **pgd, "pruned": True},
+        "expected_robustness": {"value": er, "distribution": dist, "eps_max": grid[-1],
+                                "name": er_name(grid, dist, _describe_pgd(pgd)), "attack": _describe_pgd(pgd),
+                                "grid": grid},
+        "autoattack": None,
+        "certified": False,
+        "checks": {},
+        "seeds": copy.deepcopy(meta["seeds"]),
+        "versions": copy.deepcopy(meta["versions"]),
+        "settings": copy.deepcopy(st),
+    }
+    checks: list[CheckResult] = []
+    cs = st["checks"]
+    checks.append(check_monotone(grid, s.probe_raw, cs["monotone_tolerance"]))
+    checks.append(check_large_eps(s.probe_large, cs["large_eps"], cs["large_eps_max_accuracy"]))
+    aa_st = st.get("autoattack")
+    library_warnings: list[str] = []
+    if aa_st is not None and len(s.aa_broken_by):
+        n_aa = len(s.aa_broken_by)
+        aa_eps = aa_st["eps"]
+        j = max(i for i, e in enumerate(grid) if e <= aa_eps + 1e-12)
+        aa = _aa_summary(aa_st, s, flags[:n_aa, j], grid[j])
+        record["autoattack"] = aa
+        library_warnings = aa["library_warnings"]
+        checks.append(check_autoattack_vs_pgd(s.aa_broken_by == 0, flags[:n_aa, j], aa_eps, grid[j]))
+        if "square" in s.aa_attacks:
+            k = s.aa_attacks.index("square")
+            checks.append(check_square(int(np.sum(s.aa_broken_by == 2 + k)), n_aa, cs["square_tolerance"],
+                                       f"pyautoattack {aa_st['version']}"))
+        else:
+            checks.append(check_square(0, 0))
+        full = meta["shard"] is None and n_aa == meta["subset"]["n_total"] == meta["subset"]["designated_size"]
+        record["certified"] = bool(aa_st["version"] == "standard" and meta["split"] == "test" and full
+                                   and np.isclose(aa_eps, target))
+    else:
+        checks.append(check_autoattack_vs_pgd(np.zeros(0, bool), np.zeros(0, bool), target, target))
+        checks.append(check_square(0, 0))
+    checks.append(check_clean_reproduces(s.clean_recheck_mismatch, s.n, "a second clean pass"))
+    if s.reference is not None:
+        ref = s.reference
+        r = check_clean_reproduces(ref["mismatch"], ref["n"], ref["against"])
+        r.name = "clean_reproduces_reference"
+        if ref.get("stored_clean_accuracy") is not None:
+            r.values["stored_clean_accuracy"] = ref["stored_clean_accuracy"]
+        checks.append(r)
+    record["checks"] = {c.name: c.to_dict() for c in checks}
+    record["warnings"] = [c.warning for c in checks if c.warning] + [f"pyautoattack: {m}" for m in library_warnings]
+    record["per_sample"] = s.to_json()
+    record["timings"] = dict(timings)
+    record["timings"].setdefault("total_s", float(sum(v for k, v in timings.items() if k.endswith("_s"))))
+    return EvaluationRecord(json.loads(json.dumps(record)))  # plain JSON types: equal to the saved record
+
+
+def _describe_pgd(p: dict[str, Any]) -> str:
+    name = f"{'L2-' if p['norm'] == 'L2' else ''}PGD-{p['steps']}"
+    if p.get("random_start"):
+        name += "+rs"
+    if p.get("restarts", 1) > 1:
+        name += f"x{p['restarts']}"
+    return name
+
+
+def record_meta(record: EvaluationRecord) -> dict[str, Any]:
+    """The parts of a record that describe what was evaluated and how (not what came out)."""
+    d = record.data
+    return {k: copy.deepcopy(d[k]) for k in ("model", "dataset", "split", "subset", "shard", "threat_model",
+                                             "settings", "seeds", "versions")}
+
+
+# ---------------------------------------------------------------- merging shards
+_SAME = ("model", "dataset", "split", "subset", "threat_model", "settings", "seeds")
+
+
+def merge_records(records: Sequence[EvaluationRecord]) -> EvaluationRecord:
+    """Combine the records of shards 0..N-1 of one evaluation into the record of the whole.
+
+    The shards must describe the same model, data, subset and settings, and cover the subset
+    exactly once; the numbers of the result are those of an unsharded evaluation.
+    """
+    if not records:
+        raise RecordError("nothing to merge: give the shard records (REC1.json REC2.json ...).")
+    for r in records:
+        if r.data.get("shard") is None:
+            raise RecordError("a record to merge is not a shard (it was evaluated without --shard).")
+    count = records[0]["shard"]["count"]
+    by_index: dict[int, EvaluationRecord] = {}
+    for r in records:
+        sh = r["shard"]
+        if sh["count"] != count:
+            raise RecordError(f"the shard records disagree on the number of shards ({count} vs {sh['count']}).")
+        if sh["index"] in by_index:
+            raise RecordError(f"shard {sh['index']}/{count} is given twice.")
+        by_index[sh["index"]] = r
+    missing = sorted(set(range(count)) - set(by_index))
+    if missing:
+        raise RecordError(f"shards {missing} of {count} are missing; evaluate them with --shard i/{count}.")
+    first = records[0].data
+    for r in by_index.values():
+        for k in _SAME:
+            if r.data[k] != first[k]:
+                raise RecordError(f"the shard records differ in {k!r}: they are not shards of one evaluation.")
+    parts = [by_index[i].samples() for i in range(count)]
+    expected_start = 0
+    for i, p in enumerate(parts):
+        if p.start != expected_start:
+            raise RecordError(f"shard {i} starts at sample {p.start}, expected {expected_start}.")
+        expected_start += p.n
+        if i > 0 and (len(parts[i - 1].aa_broken_by) < parts[i - 1].n and len(p.aa_broken_by)):
+            raise RecordError("AutoAttack samples of the shards are not one prefix of the subset.")
+    if expected_start != first["subset"]["n_total"]:
+        raise RecordError(f"the shards cover {expected_start} of {first['subset']['n_total']} samples.")
+
+    def cat(name: str) -> np.ndarray | None:
+        arrays = [getattr(p, name) for p in parts]
+        if any(a is None for a in arrays):
+            return None
+        return np.concatenate(arrays)
+
+    refs = [p.reference for p in parts]
+    reference = None
+    if all(r is not None for r in refs):
+        reference = {**refs[0], "mismatch": sum(r["mismatch"] for r in refs), "n": sum(r["n"] for r in refs)}
+    lib_warnings: list[str] = []
+    for p in parts:
+        lib_warnings += [m for m in p.aa_library_warnings if m not in lib_warnings]
+    n_tc = next((p.aa_n_target_classes for p in parts if p.aa_n_target_classes is not None), None)
+    merged = SampleResults(start=0, indices=cat("indices"), labels=cat("labels"), pgd_flags=cat("pgd_flags"),
+                           aa_broken_by=cat("aa_broken_by"), ta_flags=cat("ta_flags"), probe_raw=cat("probe_raw"),
+                           probe_large=cat("probe_large"),
+                           clean_recheck_mismatch=sum(p.clean_recheck_mismatch for p in parts),
+                           reference=reference, aa_attacks=next((p.aa_attacks for p in parts if p.aa_attacks), []),
+                           aa_n_target_classes=n_tc, aa_library_warnings=lib_warnings)
+    meta = record_meta(by_index[0])
+    meta["shard"] = None
+    versions = [by_index[i]["versions"] for i in range(count)]
+    timings: dict[str, Any] = {}
+    for i in range(count):
+        for k, v in by_index[i]["timings"].items():
+            if isinstance(v, (int, float)):
+                timings[k] = timings.get(k, 0.0) + v
+    timings["shards"] = [by_index[i]["timings"] for i in range(count)]
+    rec = summarize(meta, merged, timings)
+    rec.data["merged_from"] = {"count": count, "versions": versions if any(v != versions[0] for v in versions)
+                               else None}
+    if any(v != versions[0] for v in versions):
+        rec.data["warnings"].append("the shards ran with different library versions (see merged_from.versions).")
+    return rec
