@@ -143,13 +143,7 @@ class PGDSettings:
     seed: int = 0
 
     def describe(self) -> str:
-        """Short name used in the ER name, e.g. ``PGD-10``, ``L2-PGD-20+rs`` or ``PGD-10x3``."""
-        name = f"{'L2-' if self.norm == 'L2' else ''}PGD-{self.steps}"
-        if self.random_start:
-            name += "+rs"
-        if self.restarts > 1:
-            name += f"x{self.restarts}"
-        return name
+        return describe_pgd(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return {"norm": self.norm, "steps": self.steps, "step_size_ratio": self.step_ratio,
@@ -166,6 +160,17 @@ def clean_logits_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
         logits = model(xg)
         grad = torch.autograd.grad(nn.functional.cross_entropy(logits, y), xg)[0]
     return logits.detach(), grad
+
+
+def describe_pgd(settings: dict[str, Any]) -> str:
+    """Short name of a PGD (``PGDSettings.to_dict()``) for the ER name: ``PGD-10``, ``L2-PGD-20+rs``
+    (random start) or ``PGD-10x3`` (3 restarts)."""
+    name = f"{'L2-' if settings['norm'] == 'L2' else ''}PGD-{settings['steps']}"
+    if settings.get("random_start"):
+        name += "+rs"
+    if settings.get("restarts", 1) > 1:
+        name += f"x{settings['restarts']}"
+    return name
 
 
 def robust_under_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: Sequence[int], eps: float,

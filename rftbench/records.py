@@ -25,10 +25,10 @@ from . import __version__
 from .checks import (CheckResult, check_autoattack_vs_pgd, check_clean_reproduces, check_large_eps,
                      check_monotone, check_square)
 from .errors import RftbenchError
+from .eval_attacks import describe_pgd
 from .metrics import er_name, expected_robustness
 
 RECORD_FORMAT = 2
-_BOOL_ARRAYS = {"pgd_flags", "probe_raw", "probe_large", "ta_flags"}
 
 
 class RecordError(RftbenchError):
@@ -213,7 +213,7 @@ def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -
         "clean_accuracy": accs[0],
         "pgd": {"eps_grid": grid, "accuracy": accs, **pgd, "pruned": True},
         "expected_robustness": {"value": er, "distribution": dist, "eps_max": grid[-1],
-                                "name": er_name(grid, dist, _describe_pgd(pgd)), "attack": _describe_pgd(pgd),
+                                "name": er_name(grid, dist, describe_pgd(pgd)), "attack": describe_pgd(pgd),
                                 "grid": grid},
         "autoattack": None,
         "certified": False,
@@ -262,15 +262,6 @@ def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -
     record["timings"] = dict(timings)
     record["timings"].setdefault("total_s", float(sum(v for k, v in timings.items() if k.endswith("_s"))))
     return EvaluationRecord(json.loads(json.dumps(record)))  # plain JSON types: equal to the saved record
-
-
-def _describe_pgd(p: dict[str, Any]) -> str:
-    name = f"{'L2-' if p['norm'] == 'L2' else ''}PGD-{p['steps']}"
-    if p.get("random_start"):
-        name += "+rs"
-    if p.get("restarts", 1) > 1:
-        name += f"x{p['restarts']}"
-    return name
 
 
 def record_meta(record: EvaluationRecord) -> dict[str, Any]:
