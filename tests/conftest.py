@@ -8,7 +8,9 @@ import pytest
 import torch
 
 warnings.filterwarnings("ignore", message=".*SQLAlchemy.*", category=DeprecationWarning)
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one thread: the toy models here are too small to gain from more, and under load
+# (several test processes) extra threads cost far more than they give
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
