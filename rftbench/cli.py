@@ -368,9 +368,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _take_plugin_options(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``--plugin FILE`` / ``--plugin=FILE`` may stand anywhere on the command line (before or
+    after the subcommand): take them out before argparse sees the subcommands."""
+    plugins, rest, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--plugin" and i + 1 < len(argv):
+            plugins.append(argv[i + 1])
+            i += 2
+            continue
+        if a.startswith("--plugin="):
+            plugins.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+        i += 1
+    return plugins, rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    plugins, rest = _take_plugin_options(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(rest)
+    args.plugin = plugins
     try:
         from .registry import load_plugin_file
 

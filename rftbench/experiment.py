@@ -14,7 +14,8 @@ from typing import Any, Optional
 from .config import ExperimentConfig, dump_config
 from .data import build_splits
 from .evaluate import EvaluationRecord, evaluate_model
-from .models import weights_sha256
+from .errors import ConfigError
+from .models import split_name, weights_sha256
 from .plots import plot_robustness_curves
 from .registry import load_plugin_file
 from .tracking import start_run
@@ -123,9 +124,20 @@ def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, l
     """
     load_plugins(cfg)
     device = resolve_device(cfg.train.device)
-    probe = build_model(cfg, num_classes=2)
-    splits = build_splits(cfg.data, probe.spec, cfg.seed)
-    model = build_model(cfg, splits.num_classes).to(device)
+    if split_name(cfg.model.name)[0] == "file":
+        # a checkpoint is evaluated with its own head: a replaced head would be untrained
+        model = build_model(cfg, 0)
+        splits = build_splits(cfg.data, model.spec, cfg.seed)
+        if model.num_classes != splits.num_classes:
+            raise ConfigError(
+                f"{cfg.model.name} has {model.num_classes} outputs but dataset {cfg.data.name!r} has "
+                f"{splits.num_classes} classes: its head was not trained for this task. Evaluate it on the "
+                f"dataset it was fine-tuned on, or fine-tune it first (rftbench train).")
+    else:
+        probe = build_model(cfg, num_classes=2)
+        splits = build_splits(cfg.data, probe.spec, cfg.seed)
+        model = build_model(cfg, splits.num_classes)
+    model.to(device)
     split = cfg.eval.split
     record = evaluate_model(model, splits.split(split), cfg, device=device, dataset_name=cfg.data.name, split=split,
                             shard=shard, reference=reference)
