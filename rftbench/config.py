@@ -254,14 +254,20 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         key, eq, raw = item.partition("=")
         if not eq or not key:
             raise ConfigError(f"override {item!r} must look like section.key=value.")
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section.")
-        node[parts[-1]] = yaml.safe_load(raw)
+        set_dotted(data, key, yaml.safe_load(raw), f"override {item!r}")
     return data
+
+
+def set_dotted(data: dict, key: str, value: Any, where: str) -> None:
+    """``data["a"]["b"]["c"] = value`` for ``key = "a.b.c"``, creating sections as needed;
+    ``where`` names the source in the error when a part of the key is not a section."""
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {key!r} goes through {part!r}, which is not a section.")
+    node[parts[-1]] = value
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

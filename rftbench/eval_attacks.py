@@ -30,13 +30,13 @@ Norm = Literal["Linf", "L2"]
 
 
 # ---------------------------------------------------------------- PGD with a given start
-class StartablePGD(torchattacks.PGD):
-    """torchattacks' Linf PGD that may start from a given perturbation ``init_delta`` (N,C,H,W),
-    or take the gradient of its first step from the caller (``first_grad``: the gradient of the
+class _StartableMixin:
+    """The PGD loop of torchattacks (``PGD.forward`` / ``PGDL2.forward``) with an optional start
+    ``init_delta`` (N,C,H,W) or a caller-given first gradient ``first_grad`` (the gradient of the
     mean cross-entropy at the clean images, which is the same for every eps, so a sweep computes
-    it once per sample instead of once per eps).
+    it once per sample instead of once per eps). Subclasses supply one norm's ``_step``.
 
-    Without either it is torchattacks' PGD unchanged (``random_start=False``).
+    Without either it is torchattacks' attack unchanged (``random_start=False``).
     """
 
     def forward(self, images, labels, init_delta: torch.Tensor | None = None,
@@ -48,43 +48,35 @@ class StartablePGD(torchattacks.PGD):
         start = images if init_delta is None else images + init_delta.to(self.device)
         adv = torch.clamp(start, 0, 1).detach()
         loss = nn.CrossEntropyLoss()
-        for step in range(self.steps):  # the loop of torchattacks.PGD.forward
+        for step in range(self.steps):
             if step == 0 and first_grad is not None and init_delta is None:
                 grad = first_grad.to(self.device)
             else:
                 adv.requires_grad = True
                 grad = torch.autograd.grad(loss(self.get_logits(adv), labels), adv)[0]
-            adv = adv.detach() + self.alpha * grad.sign()
-            delta = torch.clamp(adv - images, min=-self.eps, max=self.eps)
-            adv = torch.clamp(images + delta, min=0, max=1).detach()
+            adv = self._step(adv.detach(), grad, images)
         return adv
 
 
-class StartablePGDL2(torchattacks.PGDL2):
-    """torchattacks' L2 PGD with ``init_delta`` and ``first_grad`` as :class:`StartablePGD`."""
+class StartablePGD(_StartableMixin, torchattacks.PGD):
+    """torchattacks' Linf PGD with ``init_delta`` and ``first_grad`` (see :class:`_StartableMixin`)."""
 
-    def forward(self, images, labels, init_delta: torch.Tensor | None = None,
-                first_grad: torch.Tensor | None = None):
-        if init_delta is None and first_grad is None:
-            return super().forward(images, labels)
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
-        start = images if init_delta is None else images + init_delta.to(self.device)
-        adv = torch.clamp(start, 0, 1).detach()
-        loss = nn.CrossEntropyLoss()
+    def _step(self, adv: torch.Tensor, grad: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        adv = adv + self.alpha * grad.sign()
+        delta = torch.clamp(adv - images, min=-self.eps, max=self.eps)
+        return torch.clamp(images + delta, min=0, max=1).detach()
+
+
+class StartablePGDL2(_StartableMixin, torchattacks.PGDL2):
+    """torchattacks' L2 PGD with ``init_delta`` and ``first_grad`` (see :class:`_StartableMixin`)."""
+
+    def _step(self, adv: torch.Tensor, grad: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         n = len(images)
-        for step in range(self.steps):  # the loop of torchattacks.PGDL2.forward
-            if step == 0 and first_grad is not None and init_delta is None:
-                grad = first_grad.to(self.device)
-            else:
-                adv.requires_grad = True
-                grad = torch.autograd.grad(loss(self.get_logits(adv), labels), adv)[0]
-            grad = grad / (grad.view(n, -1).norm(p=2, dim=1) + self.eps_for_division).view(n, 1, 1, 1)
-            adv = adv.detach() + self.alpha * grad
-            delta = adv - images
-            factor = torch.clamp(self.eps / delta.view(n, -1).norm(p=2, dim=1), max=1.0)
-            adv = torch.clamp(images + delta * factor.view(-1, 1, 1, 1), min=0, max=1).detach()
-        return adv
+        grad = grad / (grad.view(n, -1).norm(p=2, dim=1) + self.eps_for_division).view(n, 1, 1, 1)
+        adv = adv + self.alpha * grad
+        delta = adv - images
+        factor = torch.clamp(self.eps / delta.view(n, -1).norm(p=2, dim=1), max=1.0)
+        return torch.clamp(images + delta * factor.view(-1, 1, 1, 1), min=0, max=1).detach()
 
 
 def make_pgd(model: nn.Module, norm: Norm, eps: float, steps: int, step_ratio: float) -> torchattacks.Attack:

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .config import ExperimentConfig, apply_overrides, dump_config, parse_config
+from .config import ExperimentConfig, apply_overrides, dump_config, parse_config, set_dotted
 from .errors import ConfigError
 
 _SPEC_KEYS = {"grid", "description", "name", "base", "axes"}
@@ -31,16 +31,6 @@ class GridRun:
     name: str
     labels: dict[str, str]
     config: ExperimentConfig
-
-
-def _set_dotted(data: dict, key: str, value: Any, where: str) -> None:
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{where}: {key!r} goes through {part!r}, which is not a section.")
-    node[parts[-1]] = copy.deepcopy(value)
 
 
 def load_grid_spec(path: str | Path) -> dict[str, Any]:
@@ -89,7 +79,7 @@ def expand_grid(spec: dict[str, Any], source: str = "<grid>", overrides: list[st
             if not isinstance(sets, dict):
                 raise ConfigError(f"{where}: overrides must be a mapping of dotted keys to values.")
             for key, value in sets.items():
-                _set_dotted(data, str(key), value, where)
+                set_dotted(data, str(key), copy.deepcopy(value), where)
         data["name"] = name
         data = apply_overrides(data, overrides or [])
         cfg = parse_config(data, f"{source} [{name}]")
