@@ -2,16 +2,19 @@
 
 (a) the pruned PGD sweep over 9 eps values vs a naive per-eps torchattacks PGD loop on the same
     model and samples (the naive flags with the nesting rule must equal the pruned ones);
-(b) rftbench's AutoAttack evaluation (``run_pyautoattack``: one attack at a time with a
+(b) the pruned APGD-CE sweep (the paper's metric, 10 steps) over the same grid vs a naive per-eps
+    APGD-CE loop (torchattacks' APGD loop in full at every eps on every sample, from the same
+    per-sample seeded starts): identical flags after the nesting rule required;
+(c) rftbench's AutoAttack evaluation (``run_pyautoattack``: one attack at a time with a
     per-attack breakdown) vs calling pyautoattack's ``run_standard_evaluation`` directly
     (identical robust accuracy and per-sample flags required).
 
 The model is the embedded pretrained small CNN, adversarially fine-tuned briefly on digits 5-9
-(so that some samples survive). Each side runs ``--repeats`` times, alternating, and the best
-time counts. Torch runs on ``--threads`` threads (default 1) and the ratios compare the CPU time
-of this process (with one thread: the work done, not the time other processes held the cores;
-wall times are printed beside). The last line printed is one JSON object
-``{"<what>": {"ratio": r, "target": t}, ...}``.
+(so that some samples survive), built once through ``rftbench.setup.build_task``. Each side
+runs ``--repeats`` times, alternating, and the best time counts. Torch runs on ``--threads``
+threads (default 1) and the ratios compare the CPU time of this process (with one thread: the
+work done, not the time other processes held the cores; wall times are printed beside). The
+last line printed is one JSON object ``{"<what>": {"ratio": r, "target": t}, ...}``.
 
     python benchmarks/perf_eval.py [--repeats 2] [--aa-samples 24] [--threads 1]
 """
@@ -34,18 +37,18 @@ import torchattacks  # noqa: E402
 def briefly_trained_model(workdir: Path):
     """small_cnn pretrained on digits 0-4, PGD-AT fine-tuned 4 epochs on digits 5-9 at eps 0.1."""
     from rftbench.config import parse_config
-    from rftbench.data import build_splits
-    from rftbench.train import build_model, train
+    from rftbench.setup import build_task
+    from rftbench.training import train
 
     cfg = parse_config({"name": "perf-eval", "seed": 0, "model": {"name": "small_cnn", "pretrained": True},
-                        "data": {"name": "digits", "batch_size": 32},
-                        "attack": {"target_eps": 0.1, "steps": 5},
+                        "data": {"name": "digits", "batch_size": 32}, "threat": {"eps": 0.1},
+                        "attack": {"steps": 5},
                         "schedule": {"name": "linear", "params": {"warmup": 0.25}},
-                        "train": {"epochs": 4, "lr": 0.02, "val_samples": 32}}, "perf_eval")
-    probe = build_model(cfg, num_classes=2)
-    splits = build_splits(cfg.data, probe.spec, cfg.seed)
-    result = train(cfg, run_dir=workdir / "run", splits=splits)
-    return result.model.eval(), splits.test
+                        "train": {"epochs": 4, "lr": 0.02, "val_samples": 32, "device": "cpu",
+                                  "progress": "off"}}, "perf_eval")
+    task = build_task(cfg)  # the model is built (its weights read) once
+    result = train(cfg, run_dir=workdir / "run", task=task)
+    return result.model.eval(), task.splits.test
 
 
 def timed(fn):
@@ -62,14 +65,14 @@ def best(times):
 
 
 def bench_sweep(model, test, repeats: int) -> dict:
-    from rftbench.eval_attacks import PGDSettings
-    from rftbench.pgd_sweep import apply_nesting, pruned_sweep
+    from rftbench.attacks import SweepSettings
+    from rftbench.attacks.pruned import apply_nesting, pruned_sweep
 
     x, y = test.images, test.labels
     idx = np.arange(len(y))
     grid = [0.2 * i / 8 for i in range(9)]  # 9 eps values, 0 .. 0.2 (twice the training eps)
     steps, ratio, bs = 10, 0.25, 256
-    settings = PGDSettings("Linf", steps=steps, step_ratio=ratio)
+    settings = SweepSettings("pgd", "Linf", steps=steps, step_ratio=ratio)
 
     def batches():
         for i in range(0, len(y), bs):
@@ -110,10 +113,58 @@ def bench_sweep(model, test, repeats: int) -> dict:
     return {"ratio": cp / cn, "target": 0.5}
 
 
+def bench_apgd_sweep(model, test, repeats: int) -> dict:
+    """(b): the pruned APGD-CE sweep vs a naive per-eps APGD-CE loop with identical flags."""
+    from rftbench.attacks import SweepSettings
+    from rftbench.attacks.pruned import apply_nesting, pruned_sweep
+    from rftbench.attacks.startable import apgd_starts, make_apgd
+
+    x, y = test.images, test.labels
+    idx = np.arange(len(y))
+    grid = [0.2 * i / 8 for i in range(9)]
+    steps, bs = 10, 256
+    settings = SweepSettings("apgd-ce", "Linf", steps=steps, seed=0)
+
+    def pruned():
+        return pruned_sweep(model, ((x[i:i + bs], y[i:i + bs], idx[i:i + bs]) for i in range(0, len(y), bs)), grid,
+                            settings)
+
+    def naive():  # torchattacks' APGD loop in full: every eps attacks every sample (same per-sample starts)
+        cols = []
+        for eps in grid:
+            col = []
+            for i in range(0, len(y), bs):
+                xb, yb = x[i:i + bs], y[i:i + bs]
+                if eps == 0:
+                    with torch.no_grad():
+                        col.append(model(xb).argmax(1) == yb)
+                else:
+                    init = apgd_starts(idx[i:i + bs], xb.shape[1:], norm="Linf", eps=eps, restart=0, seed=0)
+                    col.append(make_apgd(model, "Linf", eps, steps).run_from(xb, yb, init)[0])  # no iterate fooled
+            cols.append(torch.cat(col))
+        return torch.stack(cols, 1).numpy()
+
+    t_pruned, t_naive = [], []
+    for _ in range(repeats):
+        tp, flags_pruned = timed(pruned)
+        tn, flags_naive = timed(naive)
+        t_pruned.append(tp)
+        t_naive.append(tn)
+    if not np.array_equal(flags_pruned, apply_nesting(flags_naive)):
+        raise SystemExit("pruned APGD-CE sweep flags differ from the naive APGD-CE loop with the nesting rule")
+    attacked = flags_pruned[:, :-1].sum() / (len(y) * (len(grid) - 1))
+    print(f"(b) {len(y)} samples, APGD-CE-{steps}, same grid; accuracy "
+          f"{' '.join(f'{a:.3f}' for a in flags_pruned.mean(0))} (identical, naive + nesting)")
+    (wn, cn), (wp, cp) = best(t_naive), best(t_pruned)
+    print(f"    naive APGD-CE loop {wn:.2f} s wall / {cn:.2f} s CPU, pruned sweep {wp:.2f} s wall / {cp:.2f} s CPU; "
+          f"the pruned sweep attacks {attacked:.1%} of the naive (sample, eps) pairs")
+    return {"ratio": cp / cn, "target": 0.5}
+
+
 def bench_autoattack(model, test, n: int, repeats: int) -> dict:
     from pyautoattack import AutoAttack
 
-    from rftbench.eval_attacks import run_pyautoattack
+    from rftbench.attacks.autoattack import run_pyautoattack
 
     x, y = test.images[:n], test.labels[:n]
     eps, classes = 0.1, 5
@@ -140,7 +191,7 @@ def bench_autoattack(model, test, n: int, repeats: int) -> dict:
     if not np.array_equal(flags_ours, flags_direct):
         raise SystemExit("rftbench's AutoAttack flags differ from pyautoattack's")
     breakdown = {a: int(np.sum(res.broken_by == 2 + k)) for k, a in enumerate(res.attacks)}
-    print(f"(b) pyautoattack standard at eps 0.1 on {n} samples: robust accuracy {flags_direct.mean():.3f} "
+    print(f"(c) pyautoattack standard at eps 0.1 on {n} samples: robust accuracy {flags_direct.mean():.3f} "
           f"(identical); broken by {breakdown}")
     (wd, cd), (wo, co) = best(t_direct), best(t_ours)
     print(f"    direct pyautoattack {wd:.2f} s wall / {cd:.2f} s CPU, rftbench {wo:.2f} s wall / {co:.2f} s CPU")
@@ -164,6 +215,7 @@ def main() -> None:
             p.requires_grad_(False)  # the same for both sides: attacks need input gradients only
         print(f"model trained in {time.perf_counter() - t0:.0f} s")
         out = {"pruned_sweep_vs_naive_torchattacks": bench_sweep(model, test, args.repeats),
+               "pruned_apgd_sweep_vs_naive": bench_apgd_sweep(model, test, args.repeats),
                "autoattack_vs_direct_pyautoattack": bench_autoattack(model, test, args.aa_samples, args.repeats)}
     print(f"total {time.perf_counter() - t0:.0f} s")
     print(json.dumps(out))

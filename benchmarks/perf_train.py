@@ -2,8 +2,8 @@
 
 On the same model, data and batch size, interleaved repetitions, medians of per-step times:
 
-- ``pgd_at_step_vs_handwritten``: rftbench's PGD-AT step (``rftbench.train.TrainStep``, the code
-  path ``train()`` runs for every batch) over a minimal hand-written PyTorch + torchattacks
+- ``pgd_at_step_vs_handwritten``: rftbench's PGD-AT step (``rftbench.training.TrainStep``, the
+  code path the ``Trainer`` runs for every batch) over a minimal hand-written PyTorch + torchattacks
   PGD-AT step (target <= 1.05);
 - ``pgd_at_step_vs_k_plus_1_plain_steps``: attack efficiency, rftbench's PGD-k AT step over
   (k + 1) x a plain forward+backward+update step (target <= 1.15; the k attack passes only
@@ -38,8 +38,8 @@ from rftbench.attacks import TrainAttack  # noqa: E402
 from rftbench.config import parse_config  # noqa: E402
 from rftbench.models import create_model  # noqa: E402
 from rftbench.objectives import create_objective  # noqa: E402
-from rftbench.train import (BatchMeter, TrainStep, amp_setup, make_lr_schedule, make_optimizer,  # noqa: E402
-                            resolve_device)
+from rftbench.setup import resolve_device  # noqa: E402
+from rftbench.training import BatchMeter, TrainStep, amp_setup, make_lr_schedule, make_optimizer  # noqa: E402
 
 TARGETS = {"pgd_at_step_vs_handwritten": 1.05, "pgd_at_step_vs_k_plus_1_plain_steps": 1.15,
            "eps0_step_vs_plain_step": 1.10}
@@ -69,7 +69,8 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     cfg = parse_config({
         "model": {"name": args.model, "pretrained": False},
-        "attack": {"name": "pgd", "norm": "Linf", "target_eps": args.eps, "steps": args.attack_steps},
+        "threat": {"norm": "Linf", "eps": args.eps},
+        "attack": {"name": "pgd", "steps": args.attack_steps},
         "train": {"objective": "pgd_at", "optimizer": "sgd", "lr": 1e-3, "precision": args.precision,
                   "channels_last": args.channels_last, "device": args.device},
     }, "perf_train")
@@ -89,11 +90,11 @@ def main(argv=None) -> dict:
     k, eps, ac = args.attack_steps, args.eps, cfg.attack
     autocast = lambda: torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)  # noqa: E731
 
-    # rftbench: exactly the objects train() builds, and the step train() calls for every batch
+    # rftbench: exactly the objects the Trainer builds, and the step it calls for every batch
     opt = make_optimizer(model, cfg)
     lr_sched = make_lr_schedule(opt, total_steps=10**9, warmup_steps=0)
-    attack = TrainAttack(model, ac.name, ac.norm, ac.steps, ac.step_ratio, ac.random_start, ac.bn_mode)
-    step = TrainStep(model, create_objective("pgd_at"), attack, opt, lr_sched, device=device, amp_dtype=amp_dtype,
+    attack = TrainAttack(model, ac.name, cfg.threat.norm, ac.steps, ac.step_ratio, ac.random_start, ac.bn_mode)
+    step = TrainStep(model, create_objective(cfg.train.objective), attack, opt, lr_sched, device=device, amp_dtype=amp_dtype,
                      scaler=scaler, grad_clip=None, channels_last=args.channels_last)
     meters = (BatchMeter(device), BatchMeter(device))
     batch = {"i": 0}
@@ -102,7 +103,7 @@ def main(argv=None) -> dict:
         def run() -> None:
             step(x, y, eps_now, step_index=batch["i"], meters=meters)
             if device.type == "cpu":
-                step.diverged_at()  # train() checks every batch on CPU
+                step.diverged_at()  # the Trainer checks every batch on CPU
             batch["i"] += 1
         return run
 

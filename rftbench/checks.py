@@ -9,7 +9,8 @@ Croce & Hein's AutoAttack flags):
   with eps: a larger ball contains the smaller one, so an attack that breaks a sample at a
   small eps but not at a larger one is unreliable (masked or too weak);
 - ``large_eps``: accuracy at a very large eps (Linf 1.0 = the whole image cube) is near zero;
-- ``autoattack_vs_pgd``: AutoAttack is never above PGD on the same samples at an eps no larger;
+- ``autoattack_vs_pgd``: AutoAttack is never above the sweep attack (PGD or APGD-CE; the check
+  keeps its historical name) on the same samples at an eps no larger;
 - ``square_vs_whitebox``: the black-box Square attack does not clearly beat the white-box
   attacks (it breaks samples that they left robust);
 - ``clean_reproduces``: clean accuracy recomputed (a second pass, or against a stored record)
@@ -46,10 +47,12 @@ def default_large_eps(norm: str, input_shape: Sequence[int]) -> float:
     return 1.0 if norm == "Linf" else float(math.sqrt(int(np.prod(input_shape))))
 
 
-def check_monotone(eps_grid: Sequence[float], raw_flags: np.ndarray, tolerance: float = 0.02) -> CheckResult:
+def check_monotone(eps_grid: Sequence[float], raw_flags: np.ndarray, tolerance: float = 0.02,
+                   attack: str = "PGD") -> CheckResult:
     """Raw (un-nested) accuracy of a fresh attack per eps must not rise by more than ``tolerance``.
 
-    ``raw_flags``: (n, len(eps_grid)) robustness under an independent attack at each eps.
+    ``raw_flags``: (n, len(eps_grid)) robustness under an independent attack at each eps;
+    ``attack``: its name, for the message.
     """
     raw = np.asarray(raw_flags, dtype=bool)
     n = raw.shape[0]
@@ -66,10 +69,10 @@ def check_monotone(eps_grid: Sequence[float], raw_flags: np.ndarray, tolerance: 
     if len(rise) and rise[j] > tolerance + 1e-12:
         k = j + 1 + int(np.argmax(acc[j + 1:]))
         return CheckResult("monotone", False,
-                           f"accuracy under a fresh PGD rises from {acc[j]:.3f} at eps {eps_grid[j] * 255:.3g}/255 "
-                           f"to {acc[k]:.3f} at eps {eps_grid[k] * 255:.3g}/255 ({n} probe samples): the attack "
-                           f"fails at a larger eps where it succeeded at a smaller one (gradient masking or too "
-                           f"few steps).", values)
+                           f"accuracy under a fresh {attack} rises from {acc[j]:.3f} at eps "
+                           f"{eps_grid[j] * 255:.3g}/255 to {acc[k]:.3f} at eps {eps_grid[k] * 255:.3g}/255 "
+                           f"({n} probe samples): the attack fails at a larger eps where it succeeded at a smaller "
+                           f"one (gradient masking or too few steps).", values)
     return CheckResult("monotone", True, "accuracy does not rise with eps.", values)
 
 
@@ -89,9 +92,10 @@ def check_large_eps(flags_at_large_eps: np.ndarray, large_eps: float, max_accura
 
 
 def check_autoattack_vs_pgd(aa_robust: np.ndarray, pgd_robust: np.ndarray, aa_eps: float,
-                            pgd_eps: float) -> CheckResult:
-    """AutoAttack accuracy at ``aa_eps`` must not exceed PGD's at ``pgd_eps <= aa_eps`` on the
-    same samples (the two flag arrays, bool (n,), in the same sample order)."""
+                            pgd_eps: float, attack: str = "PGD") -> CheckResult:
+    """AutoAttack accuracy at ``aa_eps`` must not exceed the sweep attack's (``attack``, e.g. PGD-10)
+    at ``pgd_eps <= aa_eps`` on the same samples (the two flag arrays, bool (n,), in the same
+    sample order). The value keys keep their historical ``pgd_`` names."""
     aa, pgd = np.asarray(aa_robust, dtype=bool), np.asarray(pgd_robust, dtype=bool)
     if aa.size == 0:
         return CheckResult("autoattack_vs_pgd", None, "AutoAttack did not run.")
@@ -101,11 +105,11 @@ def check_autoattack_vs_pgd(aa_robust: np.ndarray, pgd_robust: np.ndarray, aa_ep
               "pgd_eps": pgd_eps, "samples_pgd_broke_autoattack_missed": missed}
     if a > p + 1e-12:
         return CheckResult("autoattack_vs_pgd", False,
-                           f"AutoAttack accuracy {a:.3f} at eps {aa_eps * 255:.3g}/255 is above PGD's {p:.3f} at eps "
-                           f"{pgd_eps * 255:.3g}/255 on the same {aa.size} samples ({missed} samples PGD broke "
-                           f"survive AutoAttack): a sign of a model that changes between calls, randomness or "
-                           f"a bug.", values)
-    return CheckResult("autoattack_vs_pgd", True, f"AutoAttack {a:.3f} <= PGD {p:.3f}.", values)
+                           f"AutoAttack accuracy {a:.3f} at eps {aa_eps * 255:.3g}/255 is above {attack}'s "
+                           f"{p:.3f} at eps {pgd_eps * 255:.3g}/255 on the same {aa.size} samples ({missed} samples "
+                           f"{attack} broke survive AutoAttack): a sign of a model that changes between calls, "
+                           f"randomness or a bug.", values)
+    return CheckResult("autoattack_vs_pgd", True, f"AutoAttack {a:.3f} <= {attack} {p:.3f}.", values)
 
 
 def check_square(n_square_only: int, n: int, tolerance: float = 0.002, source: str = "AutoAttack") -> CheckResult:

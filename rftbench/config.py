@@ -5,29 +5,101 @@ may be written as fractions, e.g. ``target_eps: 4/255``.
 """
 from __future__ import annotations
 
+import math
 import re
+import reprlib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
-_FRACTION = re.compile(r"^\s*([0-9.]+)\s*/\s*([0-9.]+)\s*$")
+_FRACTION = re.compile(r"^\s*([0-9.]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
+
+# Keys that moved in the wave-2 layout: old dotted key -> where it lives now.
+MOVED_KEYS = {
+    "attack.target_eps": "threat.eps",
+    "attack.norm": "threat.norm",
+    "train.trades_beta": "train.objective.params.beta",
+    "eval.pgd_steps": "eval.sweep_steps",
+}
+
+
+def parse_fraction(text: str) -> float:
+    """``"4/255"`` -> 4/255 (also a plain number); ValueError with a readable message otherwise."""
+    m = _FRACTION.match(text)
+    if m:
+        num, den = float(m.group(1)), float(m.group(2))
+        if den == 0:
+            raise ValueError(f"{text!r} divides by zero")
+        return num / den
+    return float(text)
 
 
 def _number(value: Any) -> Any:
     """Accept ``"4/255"`` wherever a float is expected."""
-    if isinstance(value, str):
-        m = _FRACTION.match(value)
-        if m:
-            return float(m.group(1)) / float(m.group(2))
+    if isinstance(value, str) and "/" in value:
+        try:
+            return parse_fraction(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; write a number or a fraction like 4/255") from None
     return value
 
 
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+def parse_shard(text: str, option: str = "--shard") -> tuple[int, int]:
+    """``"1/4"`` -> (1, 4): a 0-based index and a count (evaluation shards, grid workers)."""
+    m = _SHARD.match(text or "")
+    if not m:
+        raise ConfigError(f"{option} {text!r} must look like i/N (0-based index), e.g. 0/4.")
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"{option} {text!r}: the index must lie in 0..{max(n - 1, 0)} and N >= 1.")
+    return i, n
+
+
+def _finite_eps(value: float, where: str, norm: str = "Linf") -> float:
+    """An eps in [0, 1] pixel units (Linf); a value that looks like a /255 number gets a hint."""
+    if not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value}")
+    if value < 0:
+        raise ValueError(f"{where} must be >= 0, got {value}")
+    if norm == "Linf" and value > 1:
+        hint = f" (did you mean {value:g}/255 = {value / 255:.4g}?)" if value <= 255 else ""
+        raise ValueError(f"{where}={value:g} is outside [0, 1]: eps is in [0,1] pixel units{hint}")
+    return value
+
+
+def _literal_choices(annotation: Any) -> tuple[str, ...]:
+    if get_origin(annotation) is Literal:
+        return tuple(a for a in get_args(annotation) if isinstance(a, str))
+    return ()
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_booleans_in_enums(cls, data: Any) -> Any:
+        """YAML 1.1 reads off/on/yes/no as booleans: map them back where a field is a choice of
+        words (``progress: off``), or say how to quote them."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            choices = _literal_choices(field.annotation)
+            if not choices or not isinstance(out.get(name), bool):
+                continue
+            word = {False: ("off", "no", "false"), True: ("on", "yes", "true")}[out[name]]
+            match = [w for w in word if w in choices]
+            if match:  # otherwise the field's own error names it (see _format_validation_error)
+                out[name] = match[0]
+        return out
 
 
 class ModelConfig(_Strict):
@@ -56,15 +128,30 @@ class DataConfig(_Strict):
     download: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
     val_fraction: float = Field(0.1, ge=0, lt=1)
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
-    num_workers: int = Field(0, ge=0)
+    batch_size: int = Field(64, ge=1, le=1_000_000)
+    eval_batch_size: int = Field(256, ge=1, le=1_000_000)
+    num_workers: int = Field(0, ge=0, le=1024)
     augment: bool = True
 
 
+class ThreatConfig(_Strict):
+    """The threat model, read by training (the schedule scales to ``eps``) and evaluation
+    alike: ``norm`` Linf or L2, ``eps`` the target radius in [0,1] pixel units (``4/255``)."""
+
+    norm: Literal["Linf", "L2"] = "Linf"
+    eps: float = 0.2
+
+    _num = field_validator("eps", mode="before")(lambda v: _number(v))
+
+    @model_validator(mode="after")
+    def _eps_in_range(self):
+        _finite_eps(self.eps, "threat.eps", self.norm)
+        return self
+
+
 class AttackConfig(_Strict):
-    """The training attack (torchattacks). ``step_size_ratio`` * eps is the PGD step size;
-    ``None`` uses 2.5 / steps (Madry et al.).
+    """The training attack (torchattacks); its norm and target eps are ``threat``'s.
+    ``step_size_ratio`` * eps is the PGD step size; ``None`` uses 2.5 / steps (Madry et al.).
 
     ``bn_mode``: how the model runs while the attack crafts examples. ``eval`` (default): eval
     mode, BatchNorm uses and keeps its running statistics, dropout off. ``train``: training
@@ -73,14 +160,12 @@ class AttackConfig(_Strict):
     """
 
     name: Literal["pgd", "apgd"] = "pgd"
-    norm: Literal["Linf", "L2"] = "Linf"
-    target_eps: float = Field(0.2, ge=0)
-    steps: int = Field(7, ge=1)
+    steps: int = Field(7, ge=1, le=10_000)
     step_size_ratio: Optional[float] = Field(None, gt=0)
     random_start: bool = True
     bn_mode: Literal["eval", "train"] = "eval"
 
-    _num = field_validator("target_eps", "step_size_ratio", mode="before")(lambda v: _number(v))
+    _num = field_validator("step_size_ratio", mode="before")(lambda v: _number(v))
 
     @property
     def step_ratio(self) -> float:
@@ -95,35 +180,54 @@ class ScheduleConfig(_Strict):
     granularity: Literal["step", "epoch"] = "step"
 
 
+class ObjectiveConfig(_Strict):
+    """The training objective plugin (``rftbench.objectives``) and its declared parameters,
+    e.g. ``{name: trades, params: {beta: 6}}``; a bare name is accepted too."""
+
+    name: str = "pgd_at"
+    params: dict[str, float] = Field(default_factory=dict)
+
+
 class TrainConfig(_Strict):
-    epochs: int = Field(20, ge=1)
-    objective: str = "pgd_at"
-    trades_beta: float = Field(6.0, ge=0)
+    epochs: int = Field(20, ge=1, le=100_000)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.05, gt=0, le=1000)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0, le=100_000)
     grad_clip: Optional[float] = Field(None, gt=0)
-    accum_steps: int = Field(1, ge=1)
+    accum_steps: int = Field(1, ge=1, le=100_000)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     device: str = "auto"
     val_every: int = Field(0, ge=0)  # epochs between validations; 0 = only at the end
-    val_samples: int = Field(200, ge=1)
+    val_samples: int = Field(200, ge=1, le=100_000_000)
     checkpoint_every: int = Field(1, ge=1)  # epochs
     checkpoint_every_steps: int = Field(0, ge=0)  # optimizer steps between mid-epoch checkpoints; 0 = off
     log_every: int = Field(25, ge=0)  # batches between per-step MLflow metrics / progress; 0 = per epoch only
     progress: Literal["auto", "rich", "plain", "off"] = "auto"  # auto: rich on a terminal, else plain lines
     nesterov: bool = True  # SGD: Nesterov momentum (when momentum > 0)
 
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError(f"{v!r} is not a device; use auto, cpu, cuda, cuda:1 or mps")
+        return v
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective_name(cls, v):
+        return {"name": v} if isinstance(v, str) else v
+
 
 class AutoAttackConfig(_Strict):
     enabled: bool = True
     version: Literal["standard", "plus", "rand", "custom"] = "standard"
     attacks: list[str] = Field(default_factory=list)
-    n_samples: int = Field(100, ge=1)
-    batch_size: int = Field(256, ge=1)
+    n_samples: int = Field(100, ge=1, le=100_000_000)
+    batch_size: int = Field(256, ge=1, le=1_000_000)
     second_opinion: bool = False  # also run torchattacks' AutoAttack and record it beside pyautoattack's
 
 
@@ -132,7 +236,7 @@ class EvalChecksConfig(_Strict):
     first ``probe_samples`` of the evaluation subset. ``large_eps``: ``None`` = Linf 1.0 / L2 the
     image cube's diameter."""
 
-    probe_samples: int = Field(64, ge=0)
+    probe_samples: int = Field(64, ge=0, le=100_000_000)
     large_eps: Optional[float] = Field(None, gt=0)
     large_eps_max_accuracy: float = Field(0.05, ge=0, le=1)
     monotone_tolerance: float = Field(0.02, ge=0, le=1)
@@ -142,16 +246,19 @@ class EvalChecksConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    """The evaluation: PGD sweep over an eps grid (for expected robustness) and AutoAttack."""
+    """The evaluation: an eps sweep (``sweep_attack``: a name in
+    ``rftbench.attacks.SWEEP_ATTACKS``, e.g. ``pgd`` or the paper's ``apgd-ce``) over an eps grid
+    for expected robustness, and AutoAttack at the target eps (``threat``)."""
 
-    eps_grid: Optional[list[float]] = None  # default: num_points evenly from 0 to target eps
-    num_points: int = Field(5, ge=2)
-    pgd_steps: int = Field(10, ge=1)
-    restarts: int = Field(1, ge=1)
+    eps_grid: Optional[list[float]] = None  # default: num_points evenly from 0 to threat.eps
+    num_points: int = Field(5, ge=2, le=10_000)
+    sweep_attack: str = "pgd"
+    sweep_steps: int = Field(10, ge=1, le=10_000)
+    restarts: int = Field(1, ge=1, le=10_000)
     random_start: bool = False  # restart 0 from a random start too (further restarts always are)
     step_size_ratio: Optional[float] = Field(None, gt=0)
     distribution: str = "uniform"
-    n_samples: int = Field(1000, ge=1)
+    n_samples: int = Field(1000, ge=1, le=100_000_000)
     subset_seed: int = 0
     split: Literal["test", "val"] = "test"
     autoattack: AutoAttackConfig = Field(default_factory=AutoAttackConfig)
@@ -164,17 +271,22 @@ class EvalConfig(_Strict):
             return v
         if not isinstance(v, list):
             raise ValueError("eps_grid must be a list of numbers, e.g. [0, 2/255, 4/255]")
-        return [_number(x) for x in v]
+        out = [_number(x) for x in v]
+        for x in out:
+            if isinstance(x, (int, float)) and not isinstance(x, bool):
+                _finite_eps(float(x), "eval.eps_grid value")
+        return out
 
 
 class ExperimentConfig(_Strict):
     """One robust fine-tuning run: model x data x schedule x attack, then evaluation."""
 
-    name: str = "run"
-    experiment: str = "rftbench"
-    seed: int = 0
+    name: str = Field("run", min_length=1)
+    experiment: str = Field("rftbench", min_length=1)
+    seed: int = Field(0, ge=0, lt=2**63)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    threat: ThreatConfig = Field(default_factory=ThreatConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -195,7 +307,7 @@ class ExperimentConfig(_Strict):
             grid = sorted(set(float(e) for e in self.eval.eps_grid) | {0.0})
         else:
             n = self.eval.num_points
-            grid = [self.attack.target_eps * i / (n - 1) for i in range(n)]
+            grid = [self.threat.eps * i / (n - 1) for i in range(n)]
         return grid
 
     def flat(self) -> dict[str, Any]:
@@ -219,9 +331,23 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
             lines.append(f"  - {loc}: unknown key (check its spelling; see benchmarks/*.yaml for examples)")
+        elif err["type"] == "literal_error" and isinstance(err.get("input"), bool):
+            lines.append(f"  - {loc}: {err['msg']}; YAML read an unquoted yes/no/on/off/true/false as the "
+                         f"boolean {err['input']}: write one of the words (quoted if need be)")
         else:
-            lines.append(f"  - {loc}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"  - {loc}: {err['msg']} (got {reprlib.repr(err.get('input'))})")
     return "\n".join(lines)
+
+
+def _moved_keys(data: dict) -> list[str]:
+    """Messages for keys of the old layout (``MOVED_KEYS``) found in ``data``."""
+    found = []
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        node = data.get(section)
+        if isinstance(node, dict) and key in node:
+            found.append(f"  - {old}: moved to {new} (write `{new}: {node[key]!r}`)")
+    return found
 
 
 def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
@@ -229,32 +355,105 @@ def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping, got {type(data).__name__}.")
+    moved = _moved_keys(data)
+    if moved:
+        raise ConfigError(f"configuration in {source} uses keys of the old layout:\n" + "\n".join(moved))
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML experiment config; ``overrides`` are ``section.key=value`` strings."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key written twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise ConfigError(f"key {key!r} is written twice in one mapping (lines {seen[key]} and {line}); "
+                                  f"keep one of them.")
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _refuse_cycles(node: Any, where: str, path: tuple[int, ...] = (), done: set[int] | None = None) -> None:
+    """A YAML alias can make a value contain itself (``a: &x [*x]``): refuse it. Shared
+    (aliased) values are walked once, so a "billion laughs" document costs linear time."""
+    done = set() if done is None else done
+    if not isinstance(node, (dict, list)) or id(node) in done:
+        return
+    if id(node) in path:
+        raise ConfigError(f"{where}: a YAML alias makes a value contain itself; write the value out.")
+    for child in (node.values() if isinstance(node, dict) else node):
+        _refuse_cycles(child, where, path + (id(node),), done)
+    done.add(id(node))
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """Parse a YAML file with clear errors: missing, not a file, not UTF-8 text, invalid YAML,
+    a key written twice. Returns the parsed document (None for an empty file)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist.")
+        raise ConfigError(f"{what} {str(path)!r} does not exist" + (" (it is a directory)." if p.is_dir() else "."))
+    raw = p.read_bytes()
+    if b"\x00" in raw:
+        raise ConfigError(f"{what} {p} is a binary file, not YAML text.")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                          f"save it as UTF-8.") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        _refuse_cycles(data, f"{what} {p}")
+        return data
+    except ConfigError as exc:
+        if str(exc).startswith(what):
+            raise
+        raise ConfigError(f"{what} {p}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
-    data = apply_overrides(data or {}, overrides or [])
+        raise ConfigError(f"{what} {p} is not valid YAML: {exc}") from None
+    except (ValueError, TypeError, RecursionError) as exc:  # e.g. a date YAML cannot build
+        raise ConfigError(f"{what} {p} holds a value YAML cannot read: {exc}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML experiment config; ``overrides`` are ``section.key=value`` strings.
+
+    An empty file is refused (it would silently train the full default): write at least a
+    ``name:``; ``rftbench demo`` runs the embedded default."""
+    p = Path(path)
+    data = read_yaml(p)
+    if data is None:
+        raise ConfigError(f"config file {p} is empty; write at least `name: my-run` (every other key has a "
+                          f"default; see benchmarks/*.yaml), or run `rftbench demo` for the embedded default.")
+    if isinstance(data, dict):
+        data = apply_overrides(data, overrides or [])
     return parse_config(data, str(p))
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"a.b=value"`` -> ("a.b", value parsed as YAML), with clear errors."""
+    key, eq, raw = item.partition("=")
+    if not eq or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.epochs=5.")
+    try:
+        value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None
+    except (yaml.YAMLError, ConfigError, ValueError) as exc:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc}); quote it, "
+                          f"e.g. {key}='text'.") from None
+    return key.strip(), value
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place."""
     for item in overrides:
-        key, eq, raw = item.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"override {item!r} must look like section.key=value.")
-        set_dotted(data, key, yaml.safe_load(raw), f"override {item!r}")
+        key, value = parse_override(item)
+        set_dotted(data, key, value, f"override {item!r}")
     return data
 
 

@@ -10,7 +10,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -35,10 +34,11 @@ def demo_config(schedule: str, params: dict[str, float], *, epochs: int = 20, aa
         "name": f"demo-{schedule}", "experiment": experiment, "seed": seed, "output_dir": output_dir,
         "model": {"name": "small_cnn", "pretrained": True},
         "data": {"name": "digits", "options": {"task": "target"}, "batch_size": 32},
-        "attack": {"name": "pgd", "norm": "Linf", "target_eps": target_eps, "steps": 7},
+        "threat": {"norm": "Linf", "eps": target_eps},
+        "attack": {"name": "pgd", "steps": 7},
         "schedule": {"name": schedule, "params": params},
         "train": {"epochs": epochs, "optimizer": "sgd", "lr": 0.02, "weight_decay": 5e-4},
-        "eval": {"num_points": 5, "pgd_steps": 10, "n_samples": 1000,
+        "eval": {"num_points": 5, "sweep_attack": "pgd", "sweep_steps": 10, "n_samples": 1000,
                  "autoattack": {"version": "standard", "n_samples": aa_samples}},
     }, source="demo")
 
@@ -65,17 +65,17 @@ def run_demo(*, workdir: str | Path = ".", epochs: int = 20, aa_samples: int = 1
                           output_dir=str(out_dir))
         shape = ", ".join(f"{k}={v:g}" for k, v in params.items())
         console.print(f"[bold cyan]▶ {cfg.name}[/bold cyan]: schedule {name}{f' ({shape})' if shape else ''}, "
-                      f"target eps {cfg.attack.target_eps}, {epochs} epochs of PGD-{cfg.attack.steps} AT")
+                      f"target eps {cfg.threat.eps}, {epochs} epochs of PGD-{cfg.attack.steps} AT")
         t = time.perf_counter()
         res = run_experiment(cfg, tracking_uri=tracking_uri)
         rec = res.record
         aa = rec["autoattack"]["accuracy"] if rec["autoattack"] else float("nan")
-        console.print(f"  clean {rec['clean_accuracy']:.3f}  PGD@target {rec['pgd']['accuracy'][-1]:.3f}  "
+        console.print(f"  clean {rec['clean_accuracy']:.3f}  PGD@target {rec['sweep']['accuracy'][-1]:.3f}  "
                       f"AutoAttack {aa:.3f}  ER {rec['expected_robustness']['value']:.3f}  "
                       f"({time.perf_counter() - t:.0f} s, run {res.run_id[:8]})")
         results[name] = res
     figure = plot_robustness_curves(
-        {n: (r.record["pgd"]["eps_grid"], r.record["pgd"]["accuracy"]) for n, r in results.items()},
+        {n: (r.record["sweep"]["eps_grid"], r.record["sweep"]["accuracy"]) for n, r in results.items()},
         out_dir / "demo_robustness_curves.png", title="Demo: PGD-10 accuracy against eps")
     rows = collect_results(experiment, uri=tracking_uri)
     rows = [r for r in rows if r.run_id in {res.run_id for res in results.values()}]

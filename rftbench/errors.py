@@ -39,3 +39,19 @@ class CheckpointError(RftbenchError):
 
 class TrainingDivergedError(RftbenchError):
     """The training loss became NaN or infinite."""
+
+
+class ScheduleDefinitionError(RftbenchError):
+    """A schedule plugin is malformed (bad parameter declaration, not a Schedule, ...)."""
+
+
+class ObjectiveDefinitionError(RftbenchError):
+    """An objective plugin is malformed (bad parameter declaration, not an Objective, ...)."""
+
+
+class RecordError(RftbenchError):
+    """An evaluation record is malformed, or records cannot be merged or compared."""
+
+
+class TrackingError(RftbenchError):
+    """The tracking store (MLflow) cannot be reached or refused an operation."""

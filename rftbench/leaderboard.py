@@ -21,7 +21,7 @@ class LeaderboardRow:
     model: str
     dataset: str
     acc_clean: Optional[float]
-    acc_pgd: Optional[float]
+    acc_sweep: Optional[float]
     acc_autoattack: Optional[float]
     expected_robustness: Optional[float]
     certified: bool
@@ -50,7 +50,7 @@ def collect_results(experiment: str, *, uri: str | None = None) -> list[Leaderbo
             rank=0, run_name=r.info.run_name or "", run_id=r.info.run_id,
             schedule=t.get("rftbench.schedule", "?"), model=t.get("rftbench.model", "?"),
             dataset=t.get("rftbench.dataset", "?"), acc_clean=m.get("eval/acc_clean"),
-            acc_pgd=m.get("eval/acc_pgd"), acc_autoattack=m.get("eval/acc_autoattack"),
+            acc_sweep=m.get("eval/acc_sweep"), acc_autoattack=m.get("eval/acc_autoattack"),
             expected_robustness=m.get("eval/expected_robustness"),
             certified=t.get("rftbench.certified") == "True", train_wall_time_s=m.get("train/wall_time_s"),
             attack_fraction=m.get("train/attack_fraction"), er_name=t.get("rftbench.er_name", ""),
@@ -78,7 +78,7 @@ def render_leaderboard(rows: list[LeaderboardRow], title: str, console: Console 
         table.add_column(col, justify=just)
     for r in rows:
         aa = _pct(r.acc_autoattack) + (" ✓" if r.certified else "")
-        table.add_row(str(r.rank), r.run_name, r.schedule, _pct(r.acc_clean), _pct(r.acc_pgd), aa,
+        table.add_row(str(r.rank), r.run_name, r.schedule, _pct(r.acc_clean), _pct(r.acc_sweep), aa,
                       f"[bold]{_pct(r.expected_robustness)}[/bold]",
                       "-" if r.train_wall_time_s is None else f"{r.train_wall_time_s:.1f}",
                       "-" if r.attack_fraction is None else f"{100 * r.attack_fraction:.0f}%",

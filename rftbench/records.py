@@ -7,6 +7,10 @@ evaluation, and anyone can re-check a record from its per-sample results.
 
 Per-sample arrays are stored compressed: ``{"dtype", "shape", "data"}`` with ``data`` =
 base64(gzip(bytes)); booleans are bit-packed first.
+
+Format 3 (the sweep attack configurable): the curve lives under ``sweep`` (with the attack's
+name and settings), per-sample flags under ``sweep_flags``. Records of format 2 (key ``pgd``)
+are refused with a message: re-evaluate the model to get a format-3 record.
 """
 from __future__ import annotations
 
@@ -22,17 +26,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__
+from .attacks.sweep import describe_sweep
 from .checks import (CheckResult, check_autoattack_vs_pgd, check_clean_reproduces, check_large_eps,
                      check_monotone, check_square)
-from .errors import RftbenchError
-from .eval_attacks import describe_pgd
+from .errors import RecordError
 from .metrics import er_name, expected_robustness
 
-RECORD_FORMAT = 2
+__all__ = ["RECORD_FORMAT", "EvaluationRecord", "RecordError", "SampleResults", "library_versions", "merge_records",
+           "pack_array", "record_meta", "summarize", "unpack_array"]
 
-
-class RecordError(RftbenchError):
-    """An evaluation record is malformed, or records cannot be merged."""
+RECORD_FORMAT = 3
+_ARRAYS = ("indices", "labels", "sweep_flags", "aa_broken_by", "ta_flags", "probe_raw", "probe_large")
 
 
 # ---------------------------------------------------------------- compressed arrays
@@ -81,11 +85,11 @@ class SampleResults:
     start: int
     indices: np.ndarray            # int64 (n,): indices into the split
     labels: np.ndarray             # int64 (n,)
-    pgd_flags: np.ndarray          # bool (n, len(grid)): pruned sweep, column 0 = clean
+    sweep_flags: np.ndarray        # bool (n, len(grid)): pruned sweep, column 0 = clean
     aa_broken_by: np.ndarray       # uint8 (n_aa,): 0 robust, 1 clean wrong, 2+k broken by attack k
     ta_flags: np.ndarray | None    # bool (n_aa,): torchattacks' AutoAttack, or None
     probe_raw: np.ndarray          # bool (n_probe, len(grid)): naive sweep, no nesting
-    probe_large: np.ndarray        # bool (n_probe,): PGD at the very large eps
+    probe_large: np.ndarray        # bool (n_probe,): the sweep attack at the very large eps
     clean_recheck_mismatch: int = 0
     reference: dict[str, Any] | None = None   # {"mismatch", "n", "against"}
     aa_attacks: list[str] = field(default_factory=list)
@@ -101,7 +105,7 @@ class SampleResults:
                              "reference": self.reference, "aa_attacks": list(self.aa_attacks),
                              "aa_n_target_classes": self.aa_n_target_classes,
                              "aa_library_warnings": list(self.aa_library_warnings)}
-        for name in ("indices", "labels", "pgd_flags", "aa_broken_by", "ta_flags", "probe_raw", "probe_large"):
+        for name in _ARRAYS:
             v = getattr(self, name)
             d[name] = None if v is None else pack_array(v)
         return d
@@ -109,7 +113,7 @@ class SampleResults:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "SampleResults":
         arrays = {k: (None if d.get(k) is None else unpack_array(d[k]))
-                  for k in ("indices", "labels", "pgd_flags", "aa_broken_by", "ta_flags", "probe_raw", "probe_large")}
+                  for k in _ARRAYS}
         return cls(start=int(d["start"]), clean_recheck_mismatch=int(d.get("clean_recheck_mismatch", 0)),
                    reference=d.get("reference"), aa_attacks=list(d.get("aa_attacks", [])),
                    aa_n_target_classes=d.get("aa_n_target_classes"),
@@ -144,7 +148,13 @@ class EvaluationRecord:
             data = json.loads(p.read_text())
         except json.JSONDecodeError as exc:
             raise RecordError(f"{p} is not a JSON evaluation record: {exc}.") from None
-        if not isinstance(data, dict) or data.get("rftbench_record") != RECORD_FORMAT or "per_sample" not in data:
+        fmt = data.get("rftbench_record") if isinstance(data, dict) else None
+        if fmt == 2:
+            raise RecordError(f"{p} is an evaluation record of format 2 (PGD sweep under the key 'pgd'), written "
+                              f"before the sweep attack became configurable; this rftbench reads format "
+                              f"{RECORD_FORMAT} (key 'sweep'). Re-evaluate the model: rftbench evaluate CONFIG "
+                              f"--out FILE (eval.sweep_attack: pgd gives the same numbers).")
+        if fmt != RECORD_FORMAT or "per_sample" not in data:
             raise RecordError(f"{p} is not an rftbench evaluation record of format {RECORD_FORMAT} "
                               f"(write it with `rftbench evaluate ... --out FILE`).")
         return cls(data)
@@ -154,23 +164,26 @@ class EvaluationRecord:
         return SampleResults.from_json(self.data["per_sample"])
 
     def metrics(self) -> dict[str, float]:
+        """The record's numbers under their MLflow metric names: ``eval/acc_clean``,
+        ``eval/acc_sweep`` (the sweep attack at the grid's last eps), ``eval/acc_sweep_eps_<x>_255``
+        per grid point, ``eval/expected_robustness``, ``eval/acc_autoattack`` ..."""
         d = self.data
-        out = {"eval/acc_clean": d["clean_accuracy"], "eval/acc_pgd": d["pgd"]["accuracy"][-1],
+        out = {"eval/acc_clean": d["clean_accuracy"], "eval/acc_sweep": d["sweep"]["accuracy"][-1],
                "eval/expected_robustness": d["expected_robustness"]["value"]}
         if d.get("autoattack"):
             out["eval/acc_autoattack"] = d["autoattack"]["accuracy"]
             if d["autoattack"].get("torchattacks"):
                 out["eval/acc_autoattack_torchattacks"] = d["autoattack"]["torchattacks"]["accuracy"]
-        for e, a in zip(d["pgd"]["eps_grid"], d["pgd"]["accuracy"]):
-            out[f"eval/acc_pgd_eps_{e * 255:.2f}_255"] = a
+        for e, a in zip(d["sweep"]["eps_grid"], d["sweep"]["accuracy"]):
+            out[f"eval/acc_sweep_eps_{e * 255:.2f}_255"] = a
         out["eval/n_samples"] = d["n_samples"]
         out["eval/n_warnings"] = len(d["warnings"])
         out["eval/time_s"] = d["timings"]["total_s"]
         return out
 
 
-def _aa_summary(aa_settings: dict[str, Any], s: SampleResults, pgd_flags_aa: np.ndarray,
-                pgd_eps: float) -> dict[str, Any]:
+def _aa_summary(aa_settings: dict[str, Any], s: SampleResults, sweep_flags_aa: np.ndarray,
+                sweep_eps: float) -> dict[str, Any]:
     bb = s.aa_broken_by
     n = int(len(bb))
     acc_after = {}
@@ -182,7 +195,8 @@ def _aa_summary(aa_settings: dict[str, Any], s: SampleResults, pgd_flags_aa: np.
            "accuracy_after": acc_after, "broken_by": {name: int(np.sum(bb == 2 + k)) for k, name in
                                                       enumerate(s.aa_attacks)},
            "n_target_classes": s.aa_n_target_classes,
-           "pgd_same_samples": {"eps": pgd_eps, "accuracy": float(pgd_flags_aa.mean()) if n else float("nan")},
+           "sweep_same_samples": {"eps": sweep_eps,
+                                  "accuracy": float(sweep_flags_aa.mean()) if n else float("nan")},
            "library_warnings": list(s.aa_library_warnings), "torchattacks": None}
     if s.ta_flags is not None:
         ta = s.ta_flags
@@ -192,63 +206,33 @@ def _aa_summary(aa_settings: dict[str, Any], s: SampleResults, pgd_flags_aa: np.
     return out
 
 
-def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -> EvaluationRecord:
-    """The full record (numbers, checks, warnings, ``certified``) from ``meta`` and per-sample results.
-
-    A pure function of its inputs: an unsharded evaluation and a merge of its shards give the
-    same numbers.
-    """
-    st = meta["settings"]
-    grid = list(st["eps_grid"])
-    target = meta["threat_model"]["target_eps"]
-    flags = s.pgd_flags
-    accs = flags.mean(0).tolist() if s.n else [float("nan")] * len(grid)
-    dist = st["distribution"]
-    pgd = dict(st["pgd"])
-    er = expected_robustness(grid, accs, dist) if s.n else float("nan")
-    record: dict[str, Any] = {
-        "rftbench_record": RECORD_FORMAT,
-        **{k: copy.deepcopy(meta[k]) for k in ("model", "dataset", "split", "subset", "shard", "threat_model")},
-        "n_samples": s.n,
-        "clean_accuracy": accs[0],
-        "pgd": {"eps_grid": grid, "accuracy": accs, **pgd, "pruned": True},
-        "expected_robustness": {"value": er, "distribution": dist, "eps_max": grid[-1],
-                                "name": er_name(grid, dist, describe_pgd(pgd)), "attack": describe_pgd(pgd),
-                                "grid": grid},
-        "autoattack": None,
-        "certified": False,
-        "checks": {},
-        "seeds": copy.deepcopy(meta["seeds"]),
-        "versions": copy.deepcopy(meta["versions"]),
-        "settings": copy.deepcopy(st),
-    }
-    checks: list[CheckResult] = []
-    cs = st["checks"]
-    checks.append(check_monotone(grid, s.probe_raw, cs["monotone_tolerance"]))
-    checks.append(check_large_eps(s.probe_large, cs["large_eps"], cs["large_eps_max_accuracy"]))
+def _autoattack_part(meta: dict[str, Any], s: SampleResults, grid: list[float], attack: str,
+                     ) -> tuple[dict[str, Any] | None, bool, list[CheckResult]]:
+    """AutoAttack's summary, ``certified`` and its two checks (against the sweep, Square)."""
+    st, target = meta["settings"], meta["threat_model"]["target_eps"]
     aa_st = st.get("autoattack")
-    library_warnings: list[str] = []
-    if aa_st is not None and len(s.aa_broken_by):
-        n_aa = len(s.aa_broken_by)
-        aa_eps = aa_st["eps"]
-        j = max(i for i, e in enumerate(grid) if e <= aa_eps + 1e-12)
-        aa = _aa_summary(aa_st, s, flags[:n_aa, j], grid[j])
-        record["autoattack"] = aa
-        library_warnings = aa["library_warnings"]
-        checks.append(check_autoattack_vs_pgd(s.aa_broken_by == 0, flags[:n_aa, j], aa_eps, grid[j]))
-        if "square" in s.aa_attacks:
-            k = s.aa_attacks.index("square")
-            checks.append(check_square(int(np.sum(s.aa_broken_by == 2 + k)), n_aa, cs["square_tolerance"],
-                                       f"pyautoattack {aa_st['version']}"))
-        else:
-            checks.append(check_square(0, 0))
-        full = meta["shard"] is None and n_aa == meta["subset"]["n_total"] == meta["subset"]["designated_size"]
-        record["certified"] = bool(aa_st["version"] == "standard" and meta["split"] == "test" and full
-                                   and np.isclose(aa_eps, target))
+    if aa_st is None or not len(s.aa_broken_by):
+        return None, False, [check_autoattack_vs_pgd(np.zeros(0, bool), np.zeros(0, bool), target, target),
+                             check_square(0, 0)]
+    n_aa, aa_eps = len(s.aa_broken_by), aa_st["eps"]
+    j = max(i for i, e in enumerate(grid) if e <= aa_eps + 1e-12)
+    aa = _aa_summary(aa_st, s, s.sweep_flags[:n_aa, j], grid[j])
+    checks = [check_autoattack_vs_pgd(s.aa_broken_by == 0, s.sweep_flags[:n_aa, j], aa_eps, grid[j], attack)]
+    if "square" in s.aa_attacks:
+        k = s.aa_attacks.index("square")
+        checks.append(check_square(int(np.sum(s.aa_broken_by == 2 + k)), n_aa, st["checks"]["square_tolerance"],
+                                   f"pyautoattack {aa_st['version']}"))
     else:
-        checks.append(check_autoattack_vs_pgd(np.zeros(0, bool), np.zeros(0, bool), target, target))
         checks.append(check_square(0, 0))
-    checks.append(check_clean_reproduces(s.clean_recheck_mismatch, s.n, "a second clean pass"))
+    full = meta["shard"] is None and n_aa == meta["subset"]["n_total"] == meta["subset"]["designated_size"]
+    certified = bool(aa_st["version"] == "standard" and meta["split"] == "test" and full
+                     and np.isclose(aa_eps, target))
+    return aa, certified, checks
+
+
+def _clean_checks(s: SampleResults) -> list[CheckResult]:
+    """Clean results reproduce: a second pass, and against a stored record when one was given."""
+    checks = [check_clean_reproduces(s.clean_recheck_mismatch, s.n, "a second clean pass")]
     if s.reference is not None:
         ref = s.reference
         r = check_clean_reproduces(ref["mismatch"], ref["n"], ref["against"])
@@ -256,10 +240,44 @@ def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -
         if ref.get("stored_clean_accuracy") is not None:
             r.values["stored_clean_accuracy"] = ref["stored_clean_accuracy"]
         checks.append(r)
-    record["checks"] = {c.name: c.to_dict() for c in checks}
-    record["warnings"] = [c.warning for c in checks if c.warning] + [f"pyautoattack: {m}" for m in library_warnings]
-    record["per_sample"] = s.to_json()
-    record["timings"] = dict(timings)
+    return checks
+
+
+def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -> EvaluationRecord:
+    """The full record (numbers, checks, warnings, ``certified``) from ``meta`` and per-sample results.
+
+    A pure function of its inputs: an unsharded evaluation and a merge of its shards give the
+    same numbers.
+    """
+    st = meta["settings"]
+    grid, dist, sweep = list(st["eps_grid"]), st["distribution"], dict(st["sweep"])
+    accs = s.sweep_flags.mean(0).tolist() if s.n else [float("nan")] * len(grid)
+    er = expected_robustness(grid, accs, dist) if s.n else float("nan")
+    attack = describe_sweep(sweep)
+    cs = st["checks"]
+    checks = [check_monotone(grid, s.probe_raw, cs["monotone_tolerance"], attack),
+              check_large_eps(s.probe_large, cs["large_eps"], cs["large_eps_max_accuracy"])]
+    aa, certified, aa_checks = _autoattack_part(meta, s, grid, attack)
+    checks += aa_checks + _clean_checks(s)
+    library_warnings = aa["library_warnings"] if aa else []
+    record: dict[str, Any] = {
+        "rftbench_record": RECORD_FORMAT,
+        **{k: copy.deepcopy(meta[k]) for k in ("model", "dataset", "split", "subset", "shard", "threat_model")},
+        "n_samples": s.n,
+        "clean_accuracy": accs[0],
+        "sweep": {"eps_grid": grid, "accuracy": accs, **sweep, "pruned": True},
+        "expected_robustness": {"value": er, "distribution": dist, "eps_max": grid[-1],
+                                "name": er_name(grid, dist, attack), "attack": attack, "grid": grid},
+        "autoattack": aa,
+        "certified": certified,
+        "checks": {c.name: c.to_dict() for c in checks},
+        "seeds": copy.deepcopy(meta["seeds"]),
+        "versions": copy.deepcopy(meta["versions"]),
+        "settings": copy.deepcopy(st),
+        "warnings": [c.warning for c in checks if c.warning] + [f"pyautoattack: {m}" for m in library_warnings],
+        "per_sample": s.to_json(),
+        "timings": dict(timings),
+    }
     record["timings"].setdefault("total_s", float(sum(v for k, v in timings.items() if k.endswith("_s"))))
     return EvaluationRecord(json.loads(json.dumps(record)))  # plain JSON types: equal to the saved record
 
@@ -275,12 +293,8 @@ def record_meta(record: EvaluationRecord) -> dict[str, Any]:
 _SAME = ("model", "dataset", "split", "subset", "threat_model", "settings", "seeds")
 
 
-def merge_records(records: Sequence[EvaluationRecord]) -> EvaluationRecord:
-    """Combine the records of shards 0..N-1 of one evaluation into the record of the whole.
-
-    The shards must describe the same model, data, subset and settings, and cover the subset
-    exactly once; the numbers of the result are those of an unsharded evaluation.
-    """
+def _shards_by_index(records: Sequence[EvaluationRecord]) -> dict[int, EvaluationRecord]:
+    """The shard records by index; RecordError unless they are shards 0..N-1 of one evaluation."""
     if not records:
         raise RecordError("nothing to merge: give the shard records (REC1.json REC2.json ...).")
     for r in records:
@@ -303,7 +317,10 @@ def merge_records(records: Sequence[EvaluationRecord]) -> EvaluationRecord:
         for k in _SAME:
             if r.data[k] != first[k]:
                 raise RecordError(f"the shard records differ in {k!r}: they are not shards of one evaluation.")
-    parts = [by_index[i].samples() for i in range(count)]
+    return by_index
+
+
+def _check_coverage(parts: list[SampleResults], n_total: int) -> None:
     expected_start = 0
     for i, p in enumerate(parts):
         if p.start != expected_start:
@@ -311,14 +328,15 @@ def merge_records(records: Sequence[EvaluationRecord]) -> EvaluationRecord:
         expected_start += p.n
         if i > 0 and (len(parts[i - 1].aa_broken_by) < parts[i - 1].n and len(p.aa_broken_by)):
             raise RecordError("AutoAttack samples of the shards are not one prefix of the subset.")
-    if expected_start != first["subset"]["n_total"]:
-        raise RecordError(f"the shards cover {expected_start} of {first['subset']['n_total']} samples.")
+    if expected_start != n_total:
+        raise RecordError(f"the shards cover {expected_start} of {n_total} samples.")
 
+
+def _concat_samples(parts: list[SampleResults]) -> SampleResults:
+    """The per-sample results of consecutive shards as one."""
     def cat(name: str) -> np.ndarray | None:
         arrays = [getattr(p, name) for p in parts]
-        if any(a is None for a in arrays):
-            return None
-        return np.concatenate(arrays)
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)
 
     refs = [p.reference for p in parts]
     reference = None
@@ -328,12 +346,22 @@ def merge_records(records: Sequence[EvaluationRecord]) -> EvaluationRecord:
     for p in parts:
         lib_warnings += [m for m in p.aa_library_warnings if m not in lib_warnings]
     n_tc = next((p.aa_n_target_classes for p in parts if p.aa_n_target_classes is not None), None)
-    merged = SampleResults(start=0, indices=cat("indices"), labels=cat("labels"), pgd_flags=cat("pgd_flags"),
-                           aa_broken_by=cat("aa_broken_by"), ta_flags=cat("ta_flags"), probe_raw=cat("probe_raw"),
-                           probe_large=cat("probe_large"),
-                           clean_recheck_mismatch=sum(p.clean_recheck_mismatch for p in parts),
-                           reference=reference, aa_attacks=next((p.aa_attacks for p in parts if p.aa_attacks), []),
-                           aa_n_target_classes=n_tc, aa_library_warnings=lib_warnings)
+    return SampleResults(start=0, **{name: cat(name) for name in _ARRAYS},
+                         clean_recheck_mismatch=sum(p.clean_recheck_mismatch for p in parts),
+                         reference=reference, aa_attacks=next((p.aa_attacks for p in parts if p.aa_attacks), []),
+                         aa_n_target_classes=n_tc, aa_library_warnings=lib_warnings)
+
+
+def merge_records(records: Sequence[EvaluationRecord]) -> EvaluationRecord:
+    """Combine the records of shards 0..N-1 of one evaluation into the record of the whole.
+
+    The shards must describe the same model, data, subset and settings, and cover the subset
+    exactly once; the numbers of the result are those of an unsharded evaluation.
+    """
+    by_index = _shards_by_index(records)
+    count = len(by_index)
+    parts = [by_index[i].samples() for i in range(count)]
+    _check_coverage(parts, records[0]["subset"]["n_total"])
     meta = record_meta(by_index[0])
     meta["shard"] = None
     versions = [by_index[i]["versions"] for i in range(count)]
@@ -343,9 +371,9 @@ def merge_records(records: Sequence[EvaluationRecord]) -> EvaluationRecord:
             if isinstance(v, (int, float)):
                 timings[k] = timings.get(k, 0.0) + v
     timings["shards"] = [by_index[i]["timings"] for i in range(count)]
-    rec = summarize(meta, merged, timings)
-    rec.data["merged_from"] = {"count": count, "versions": versions if any(v != versions[0] for v in versions)
-                               else None}
-    if any(v != versions[0] for v in versions):
+    rec = summarize(meta, _concat_samples(parts), timings)
+    mixed = any(v != versions[0] for v in versions)
+    rec.data["merged_from"] = {"count": count, "versions": versions if mixed else None}
+    if mixed:
         rec.data["warnings"].append("the shards ran with different library versions (see merged_from.versions).")
     return rec

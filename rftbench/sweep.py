@@ -12,13 +12,14 @@ from __future__ import annotations
 import copy
 import fnmatch
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 
-from .config import ExperimentConfig, apply_overrides, dump_config, parse_config, set_dotted
+from .config import (ExperimentConfig, apply_overrides, dump_config, parse_config, parse_shard, read_yaml,
+                     set_dotted)
 from .errors import ConfigError
 
 _SPEC_KEYS = {"grid", "description", "name", "base", "axes"}
@@ -35,12 +36,7 @@ class GridRun:
 
 def load_grid_spec(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"grid spec {str(path)!r} does not exist.")
-    try:
-        spec = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"grid spec {p} is not valid YAML: {exc}") from None
+    spec = read_yaml(p, "grid spec")
     if not isinstance(spec, dict):
         raise ConfigError(f"grid spec {p}: the top level must be a mapping with base and axes.")
     return spec
@@ -90,29 +86,18 @@ def expand_grid(spec: dict[str, Any], source: str = "<grid>", overrides: list[st
 
 
 def check_registry_names(configs: list[ExperimentConfig]) -> None:
-    """Resolve every model, dataset, schedule, objective and attack name offline (each distinct
-    name once); raise the registry's error (with the known names) on the first that fails."""
-    from .attacks import ATTACKS
-    from .data import DATASETS
-    from .models import check_model_name
-    from .objectives import OBJECTIVES
-    from .scheduling import create_schedule
-    from .experiment import load_plugins
+    """:func:`rftbench.validation.validate_names` for every run (each distinct set of names
+    once); raise the registry's error (with the known names) on the first that fails."""
+    from .validation import validate_names
 
-    checked: set[tuple[str, str]] = set()
+    checked: set[str] = set()
     for cfg in configs:
-        load_plugins(cfg)
-        for kind, value, check in (
-            ("model", cfg.model.name, check_model_name),
-            ("dataset", cfg.data.name, DATASETS.get),
-            ("schedule", f"{cfg.schedule.name}{sorted(cfg.schedule.params.items())}",
-             lambda _v, c=cfg: create_schedule(c.schedule.name, c.schedule.params)),
-            ("objective", cfg.train.objective, OBJECTIVES.get),
-            ("attack", cfg.attack.name, ATTACKS.get),
-        ):
-            if (kind, value) not in checked:
-                check(value)
-                checked.add((kind, value))
+        key = json.dumps([cfg.plugins, cfg.model.name, cfg.data.name, cfg.schedule.model_dump(),
+                          cfg.train.objective.model_dump(), cfg.eval.sweep_attack, cfg.eval.distribution],
+                         sort_keys=True, default=str)
+        if key not in checked:
+            validate_names(cfg)
+            checked.add(key)
 
 
 def select_runs(runs: list[GridRun], only: Optional[list[str]] = None, shard: Optional[str] = None) -> list[GridRun]:
@@ -120,11 +105,7 @@ def select_runs(runs: list[GridRun], only: Optional[list[str]] = None, shard: Op
     if only:
         runs = [r for r in runs if any(fnmatch.fnmatchcase(r.name, g) for g in only)]
     if shard:
-        try:
-            i, n = (int(v) for v in shard.split("/"))
-            assert n >= 1 and 0 <= i < n
-        except (ValueError, AssertionError):
-            raise ConfigError(f"--shard must look like i/n with 0 <= i < n, e.g. 0/4; got {shard!r}.") from None
+        i, n = parse_shard(shard)
         runs = runs[i::n]
     return runs
 

@@ -23,6 +23,9 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 import logging  # noqa: E402
 
+from .errors import TrackingError  # noqa: E402
+from .paths import file_lock  # noqa: E402
+
 DEFAULT_DB = "mlflow.db"
 # MLflow announces table creation and migrations at INFO on every new store
 for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
@@ -45,8 +48,70 @@ def _artifact_root(uri: str) -> str | None:
     return None  # a server decides
 
 
+_READY_STORES: set[str] = set()
+
+
+def ensure_store(uri: str, *, timeout_s: float = 5.0) -> None:
+    """Make the tracking store at ``uri`` usable before any run touches it, once per process.
+
+    SQLite: the schema is created (and migrated) by one process at a time under a file lock
+    beside the database, so any number of processes started at the same instant all succeed
+    (MLflow alone lets them race on ``CREATE TABLE`` and alembic). Other SQL databases: schema
+    creation is retried with back-off. A server (http/https) must answer ``/health`` within
+    ``timeout_s`` or a :class:`TrackingError` says so at once.
+    """
+    if uri in _READY_STORES:
+        return
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme == "sqlite":
+        db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with file_lock(db.with_name(db.name + ".lock")):
+                _open_sql_store(uri)
+    elif scheme in ("postgresql", "mysql", "mssql"):
+        _open_sql_store(uri, attempts=8)
+    elif scheme in ("http", "https"):
+        _check_server(uri, timeout_s)
+    _READY_STORES.add(uri)
+
+
+def _open_sql_store(uri: str, attempts: int = 1) -> None:
+    """Instantiate MLflow's SQL store (creates and migrates its tables), retrying on races."""
+    import random
+    import time
+
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    for attempt in range(attempts):
+        try:
+            _get_store(uri)
+            return
+        except Exception:  # noqa: BLE001 - a concurrent creator: wait and look again
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * (attempt + 1))
+
+
+def _check_server(uri: str, timeout_s: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as resp:
+            if resp.status == 200:
+                return
+            problem = f"answered HTTP {resp.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = f"did not answer within {timeout_s:g} s ({getattr(exc, 'reason', exc)})"
+    raise TrackingError(f"the MLflow tracking server {uri} {problem}. Start it (mlflow server ...), fix "
+                        f"MLFLOW_TRACKING_URI, or unset it to log to ./{DEFAULT_DB}.")
+
+
 def client_for(uri: str | None = None) -> MlflowClient:
-    return MlflowClient(tracking_uri=uri or default_tracking_uri())
+    uri = uri or default_tracking_uri()
+    ensure_store(uri)
+    return MlflowClient(tracking_uri=uri)
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:

@@ -16,7 +16,9 @@ import optuna
 
 from .config import ExperimentConfig
 from .errors import ConfigError
-from .experiment import load_plugins, run_experiment
+from .experiment import run_experiment
+from .training import OptunaPruning
+from .validation import validate_names
 from .registry import Registry
 from .scheduling import SCHEDULES, suggest_schedule_params
 from .tracking import start_run
@@ -51,6 +53,13 @@ def open_storage(url: str, attempts: int = 8) -> optuna.storages.BaseStorage:
 
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+    if url.startswith("sqlite:///"):  # one creator at a time; the others wait, then find the schema
+        from .paths import file_lock
+
+        db = Path(url[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(db.with_name(db.name + ".lock")):
+            return optuna.storages.RDBStorage(url)
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url)
@@ -64,7 +73,7 @@ def open_storage(url: str, attempts: int = 8) -> optuna.storages.BaseStorage:
 def tune(cfg: ExperimentConfig, *, n_trials: int, storage: str | None = None, study_name: str | None = None,
          sampler: str = "tpe", pruner: str = "median", tracking_uri: str | None = None) -> TuneResult:
     """Run ``n_trials`` trials (this worker) of the study over ``cfg.schedule``'s parameters."""
-    load_plugins(cfg)
+    validate_names(cfg)
     schedule_cls = SCHEDULES.get(cfg.schedule.name)
     if not schedule_cls.params:
         tunable = [n for n in SCHEDULES.names() if SCHEDULES.get(n).params]
@@ -97,15 +106,8 @@ def tune(cfg: ExperimentConfig, *, n_trials: int, storage: str | None = None, st
             trial_cfg.schedule.params = dict(params)
             trial_cfg.name = f"{cfg.name}-trial{trial.number}"
 
-            def report(epoch: int, metrics: dict[str, float]) -> None:
-                value = metrics.get("val/expected_robustness")
-                if value is not None:
-                    trial.report(value, epoch)
-                    if trial.should_prune():
-                        raise optuna.TrialPruned(f"pruned at epoch {epoch} (val ER {value:.4f})")
-
             result = run_experiment(trial_cfg, tracking_uri=tracking_uri, parent_run_id=parent.run_id,
-                                    on_epoch_end=report,
+                                    callbacks=[OptunaPruning(trial)],
                                     extra_tags={"rftbench.kind": "trial", "optuna.study": study_name,
                                                 "optuna.trial": trial.number})
             trial.set_user_attr("mlflow_run_id", result.run_id)

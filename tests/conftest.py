@@ -42,10 +42,11 @@ def tiny_config(**overrides):
         "name": "tiny", "experiment": "tests", "seed": 0,
         "model": {"name": "small_cnn", "pretrained": True},
         "data": {"name": "digits", "batch_size": 64},
-        "attack": {"target_eps": 0.2, "steps": 2},
+        "threat": {"eps": 0.2},
+        "attack": {"steps": 2},
         "schedule": {"name": "linear", "params": {"warmup": 0.5}},
         "train": {"epochs": 2, "lr": 0.02},
-        "eval": {"num_points": 3, "pgd_steps": 3, "n_samples": 64,
+        "eval": {"num_points": 3, "sweep_steps": 3, "n_samples": 64,
                  "autoattack": {"enabled": False, "n_samples": 16}},
     }
     for key, value in overrides.items():

@@ -12,14 +12,14 @@ def source_setup(**overrides):
     """The embedded pretrained small CNN on the task it was trained on (digits 0-4): clean
     accuracy near 1, not robust. Returns (cfg, model, test split)."""
     from rftbench.data import build_splits
-    from rftbench.train import build_model
+    from rftbench.setup import build_model, model_spec
 
     base = dict(data__options={"task": "source"}, data__eval_batch_size=16,
                 eval__autoattack__batch_size=16, eval__autoattack__enabled=False)
     base.update(overrides)
     cfg = tiny_config(**base)
     model = build_model(cfg, 5).eval()
-    splits = build_splits(cfg.data, model.spec, cfg.seed)
+    splits = build_splits(cfg.data, model_spec(cfg), cfg.seed)
     return cfg, model, splits.test
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import RftbenchError
-from ..models import DataSpec
+from ..spec import DataSpec
 from .availability import corrupt_error, ensure_available
 from .core import DatasetMeta, Part, Splits, assemble_splits, data_root, register_dataset, take_options
 from .files import ImageFileList

@@ -1,7 +1,7 @@
 """The dataset abstraction: train / val / test splits of images in [0,1] (never normalised here).
 
 A dataset factory takes the :class:`~rftbench.config.DataConfig`, the model's
-:class:`~rftbench.models.DataSpec` (input size, interpolation, crop_pct) and a seed, and returns
+:class:`~rftbench.spec.DataSpec` (input size, interpolation, crop_pct) and a seed, and returns
 :class:`Splits`. Where a dataset has no validation split, a seeded, stratified one is carved
 from train and recorded in ``Splits.info``. Tuning uses val, never test.
 """
@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError, RftbenchError
-from ..models import DataSpec
+from ..paths import cache_dir
+from ..spec import DataSpec
 from ..registry import Registry
 
 
@@ -92,8 +93,6 @@ def data_root(cfg: DataConfig) -> Path:
     env = os.environ.get("RFTBENCH_DATA")
     if env:
         return Path(os.path.expanduser(env))
-    from ..embedded import cache_dir
-
     return cache_dir() / "data"
 
 
@@ -113,11 +112,18 @@ def take_options(cfg: DataConfig, allowed: dict[str, Any]) -> dict[str, Any]:
 
 
 class TensorImageDataset(Dataset):
-    """Images held in memory as one float tensor (N, C, H, W) in [0,1] plus int64 labels."""
+    """Images held in memory as one float tensor (N, C, H, W) in [0,1] plus int64 labels.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None):
+    ``indices`` (optional) says which rows of the source data the images are, so that the
+    splits of one source can be checked for overlap (as :attr:`ImageView.indices` does).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None,
+                 indices: Sequence[int] | None = None):
         assert images.ndim == 4 and len(images) == len(labels)
+        assert indices is None or len(indices) == len(labels)
         self.images, self.labels, self.transform = images, labels, transform
+        self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -1,12 +1,35 @@
-"""The embedded digits: scikit-learn's 8x8 digits, no download (the demo's and tests' data)."""
+"""The embedded digits: scikit-learn's 8x8 digits, no download (the demo's and tests' data).
+
+The *source* task (digits 0-4) pretrains the built-in network plainly (see
+:mod:`rftbench.embedded`); the *target* task (digits 5-9, relabelled 0-4) is what rftbench
+robustly fine-tunes on.
+"""
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..config import DataConfig
 from ..errors import ConfigError
-from ..models import DataSpec
+from ..spec import DataSpec
 from .core import DatasetMeta, Splits, TensorImageDataset, indices_sha256, register_dataset, stratified_split
+
+SOURCE_CLASSES = (0, 1, 2, 3, 4)
+TARGET_CLASSES = (5, 6, 7, 8, 9)
+
+
+def load_digits_tensors(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 digits as float images in [0,1], shape (N, 1, size, size), and int64 labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    if size != 8:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp_(0, 1)
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    return x, y
+
 
 DIGITS = DatasetMeta(
     "digits", "embedded digits (scikit-learn 8x8)", "sklearn.datasets.load_digits", 5,
@@ -24,8 +47,6 @@ def digits(cfg: DataConfig, spec: DataSpec, seed: int) -> Splits:
     (digits 0-4, the pretraining task) or ``all``; ``test_fraction`` (default 0.3).
     The test split is fixed (seed 0) so that every run of a task sees the same test images.
     """
-    from ..embedded import SOURCE_CLASSES, TARGET_CLASSES, load_digits_tensors
-
     opts = dict(cfg.options)
     task = opts.pop("task", "target")
     test_fraction = float(opts.pop("test_fraction", 0.3))
@@ -52,5 +73,5 @@ def digits(cfg: DataConfig, spec: DataSpec, seed: int) -> Splits:
             "n_train": len(train), "n_val": len(val), "n_test": len(test),
             "val_carved_from_train": True, "val_fraction": cfg.val_fraction, "split_seed": seed,
             "val_indices_sha256": indices_sha256(val), "test_indices_sha256": indices_sha256(test)}
-    mk = lambda idx: TensorImageDataset(x[idx], y[idx])  # noqa: E731
+    mk = lambda idx: TensorImageDataset(x[idx], y[idx], indices=idx)  # noqa: E731  (rows of the task's digits)
     return Splits(mk(train), mk(val), mk(test), len(classes), [str(k) for k in classes], info)

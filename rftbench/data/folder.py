@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from ..models import DataSpec
+from ..spec import DataSpec
 from .core import DatasetMeta, Part, Splits, assemble_splits, data_root, register_dataset, stratified_split, \
     take_options
 

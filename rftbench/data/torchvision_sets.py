@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import ConfigError, RftbenchError
-from ..models import DataSpec
+from ..spec import DataSpec
 from .availability import corrupt_error, ensure_available
 from .core import DatasetMeta, Part, Splits, assemble_splits, data_root, per_class_split, register_dataset, \
     stratified_split, take_options

@@ -16,7 +16,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from ..errors import ConfigError
-from ..models import DataSpec
+from ..spec import DataSpec
 
 
 class ToMode:

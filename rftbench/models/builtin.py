@@ -14,8 +14,9 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..registry import Registry
-from .checkpoints import load_checkpoint
-from .core import MODEL_FAMILIES, DataSpec, PixelModel, name_check
+from ..spec import DataSpec
+from .checkpoints import checkpoint_spec, load_checkpoint
+from .core import MODEL_FAMILIES, PixelModel, name_check, spec_reader
 
 
 class SmallCNN(nn.Module):
@@ -101,22 +102,45 @@ def _check_builtin(rest: str) -> None:
     BUILTIN_MODELS.get(rest)
 
 
-@MODEL_FAMILIES.register("builtin")
-def builtin_model(rest: str, num_classes: int, *, pretrained: bool, weights: str | None, kwargs: dict) -> PixelModel:
-    """small_cnn | small_resnet | builtin:<name> -- rftbench's CPU-sized networks; pretrained = the
-    embedded non-robust checkpoint (plain training on digits 0-4, cached)."""
-    entry = BUILTIN_MODELS.get(rest)
+def _spec_with(entry: BuiltinModel, kwargs: dict) -> DataSpec:
+    """The entry's spec, with the channel count of ``in_chans`` (one channel's mean/std repeated)."""
     merged = {**entry.kwargs, **kwargs}
     spec = entry.spec
     if "in_chans" in merged and merged["in_chans"] != spec.input_size[0]:
         c = merged["in_chans"]
         spec = DataSpec((c, *spec.input_size[1:]), spec.mean[:1] * c if len(spec.mean) != c else spec.mean,
                         spec.std[:1] * c if len(spec.std) != c else spec.std)
+    return spec
+
+
+@spec_reader("builtin")
+def builtin_spec(rest: str, *, pretrained: bool, weights: str | None, kwargs: dict) -> DataSpec:
+    """A weights file's own architecture; the embedded checkpoint is built with the entry's
+    kwargs; else the entry's spec with ``kwargs`` applied."""
+    entry = BUILTIN_MODELS.get(rest)
+    if weights is not None:
+        return checkpoint_spec(weights)
+    return _spec_with(entry, {} if pretrained else kwargs)
+
+
+def _embedded_checkpoint(rest: str) -> str:
+    # imported here, not at the top: rftbench.embedded builds and trains models, so it sits
+    # above this package; only a pretrained built-in needs it
+    from ..embedded import pretrained_checkpoint
+
+    return str(pretrained_checkpoint(rest))
+
+
+@MODEL_FAMILIES.register("builtin")
+def builtin_model(rest: str, num_classes: int, *, pretrained: bool, weights: str | None, kwargs: dict) -> PixelModel:
+    """small_cnn | small_resnet | builtin:<name> -- rftbench's CPU-sized networks; pretrained = the
+    embedded non-robust checkpoint (plain training on digits 0-4, cached)."""
+    entry = BUILTIN_MODELS.get(rest)
+    merged = {**entry.kwargs, **kwargs}
+    spec = _spec_with(entry, kwargs)
     arch = {"name": f"builtin:{rest}", "num_classes": num_classes, "kwargs": merged, "spec": spec.to_dict()}
     if weights is None and pretrained:
-        from ..embedded import pretrained_checkpoint  # the embedded non-robust checkpoint
-
-        weights = str(pretrained_checkpoint(rest))
+        weights = _embedded_checkpoint(rest)
     if weights is not None:
         model = load_checkpoint(weights)
         if model.arch["name"] != arch["name"]:

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from .core import MODEL_FAMILIES, PixelModel, create_model, name_check
+from ..spec import DataSpec
+from .core import MODEL_FAMILIES, PixelModel, create_model, data_spec, name_check, spec_reader
 
 # wrapper prefixes left by DistributedDataParallel / DataParallel and torch.compile
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -111,15 +112,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return _strip_wrappers(obj)
 
 
-def load_checkpoint(path: str | Path) -> PixelModel:
-    """Rebuild a model saved by :func:`save_checkpoint` (arch from the file's metadata or ``.json``)."""
+def read_arch(path: str | Path) -> dict:
+    """The architecture spec of a checkpoint saved by :func:`save_checkpoint` (safetensors
+    metadata, else ``<path>.json``), read without loading any weights."""
     p = _existing_checkpoint(path)
     arch = None
     if p.suffix == ".safetensors":
         from safetensors import safe_open
 
         try:
-            with safe_open(str(p), framework="pt") as f:
+            with safe_open(str(p), framework="pt") as f:  # reads the header only
                 meta = f.metadata() or {}
         except Exception as exc:
             raise CheckpointError(f"cannot read checkpoint {p}: {exc}. The file is corrupt or truncated.") from None
@@ -136,6 +138,20 @@ def load_checkpoint(path: str | Path) -> PixelModel:
                               f"beside it, as save_checkpoint writes).")
     if not isinstance(arch, dict) or "name" not in arch or "num_classes" not in arch:
         raise CheckpointError(f"the architecture spec of {p} needs 'name' and 'num_classes'; got {arch!r}.")
+    return arch
+
+
+def checkpoint_spec(path: str | Path) -> DataSpec:
+    """The input spec of the model :func:`load_checkpoint` rebuilds from ``path``, without
+    reading its weights (the architecture's own family answers it)."""
+    arch = read_arch(path)
+    return data_spec(arch["name"], pretrained=False, kwargs=arch.get("kwargs", {}))
+
+
+def load_checkpoint(path: str | Path) -> PixelModel:
+    """Rebuild a model saved by :func:`save_checkpoint` (arch from the file's metadata or ``.json``)."""
+    arch = read_arch(path)
+    p = Path(path).expanduser()
     state = load_state_dict_file(p)
     model = create_model(arch["name"], arch["num_classes"], pretrained=False, kwargs=arch.get("kwargs", {}))
     try:
@@ -160,6 +176,11 @@ def weights_sha256(model: nn.Module) -> str:
 @name_check("file")
 def _check_file(rest: str) -> None:
     _existing_checkpoint(rest)
+
+
+@spec_reader("file")
+def _file_spec(rest: str, *, pretrained: bool, weights: str | None, kwargs: dict) -> DataSpec:
+    return checkpoint_spec(rest)
 
 
 @MODEL_FAMILIES.register("file")

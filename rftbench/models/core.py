@@ -1,12 +1,19 @@
 """The model abstraction every family builds: :class:`PixelModel` on [0,1] images.
 
-A model name is ``<family>:<rest>`` (a bare name is a built-in); :data:`MODEL_FAMILIES` maps
-the family to a factory ``factory(rest, num_classes, *, pretrained, weights, kwargs)`` that
-returns a :class:`PixelModel`. :func:`create_model` is the one door.
+A model name is ``<family>:<rest>`` (a bare name is a built-in). A family is:
+
+- a factory ``factory(rest, num_classes, *, pretrained, weights, kwargs) -> PixelModel`` in
+  :data:`MODEL_FAMILIES` (the only required part);
+- its input spec ``reader(rest, *, pretrained, weights, kwargs) -> DataSpec`` in
+  :data:`SPEC_READERS` (:func:`spec_reader`): the spec the factory would give for the same
+  arguments, read from metadata (a pretrained config, a weights enum, an architecture JSON, a
+  registry entry) without building the network or reading weights;
+- an offline name check ``check(rest)`` in :data:`NAME_CHECKS` (:func:`name_check`).
+
+:func:`create_model` builds a model and :func:`data_spec` answers its input spec.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,34 +22,8 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..registry import Registry
+from ..spec import DataSpec
 from .heads import get_head, reset_head
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a model expects of its input.
-
-    ``input_size`` is (C, H, W) in pixels; ``mean`` / ``std`` are the per-channel constants the
-    model's :class:`Normalize` applies to [0,1] images; ``interpolation`` (``bilinear``,
-    ``bicubic``, ``nearest``) and ``crop_pct`` (centre crop = input size / resize size) say how
-    evaluation images are resized, as the family's pretrained data config says.
-    """
-
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str = "bilinear"
-    crop_pct: float = 1.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
-        return cls(
-            input_size=tuple(d["input_size"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
-            interpolation=d.get("interpolation", "bilinear"), crop_pct=float(d.get("crop_pct", 1.0)),
-        )
 
 
 class Normalize(nn.Module):
@@ -108,6 +89,22 @@ def name_check(family: str) -> Callable[[Callable[[str], None]], Callable[[str],
     return deco
 
 
+# Per-family readers of the input spec (see the module docstring); a family without one gets a
+# weight-free probe build (pretrained=False) in :func:`data_spec`.
+SpecReader = Callable[..., DataSpec]
+SPEC_READERS: dict[str, SpecReader] = {}
+
+
+def spec_reader(family: str) -> Callable[[SpecReader], SpecReader]:
+    """Decorator: register how ``family`` answers its input spec without building or loading."""
+
+    def deco(fn: SpecReader) -> SpecReader:
+        SPEC_READERS[family] = fn
+        return fn
+
+    return deco
+
+
 def split_name(name: str) -> tuple[str, str]:
     """``"timm:resnet18.a1_in1k"`` -> ``("timm", "resnet18.a1_in1k")``; bare names are built-ins."""
     family, sep, rest = name.partition(":")
@@ -126,6 +123,11 @@ def check_model_name(name: str) -> None:
         check(rest)
 
 
+def _check_weights_file(weights: str | None) -> None:
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise CheckpointError(f"weights file {weights!r} does not exist; set model.weights to an existing file.")
+
+
 def create_model(name: str, num_classes: int, *, pretrained: bool = True, weights: str | None = None,
                  kwargs: dict | None = None) -> PixelModel:
     """Build the model ``name`` with a ``num_classes``-way head, taking images in [0,1].
@@ -136,9 +138,24 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = True, weight
     """
     family, rest = split_name(name)
     factory = MODEL_FAMILIES.get(family)
-    if weights is not None and not Path(weights).expanduser().is_file():
-        raise CheckpointError(f"weights file {weights!r} does not exist; set model.weights to an existing file.")
+    _check_weights_file(weights)
     model = factory(rest, num_classes, pretrained=pretrained, weights=weights, kwargs=dict(kwargs or {}))
     if num_classes and model.num_classes != num_classes:
         model.reset_classifier(num_classes)
     return model
+
+
+def data_spec(name: str, *, pretrained: bool = True, weights: str | None = None,
+              kwargs: dict | None = None) -> DataSpec:
+    """The input spec that ``create_model(name, n, pretrained=..., weights=..., kwargs=...)`` gives.
+
+    Read from the family's metadata: no network is built and no weights are read. A third-party
+    family that registers no :func:`spec_reader` is built once without any weights instead.
+    """
+    family, rest = split_name(name)
+    MODEL_FAMILIES.get(family)  # unknown family -> the list of known ones
+    _check_weights_file(weights)
+    reader = SPEC_READERS.get(family)
+    if reader is None:
+        return create_model(name, 2, pretrained=False, kwargs=kwargs).spec
+    return reader(rest, pretrained=pretrained, weights=weights, kwargs=dict(kwargs or {}))

@@ -25,8 +25,10 @@ from typing import Any
 from urllib.error import URLError
 
 from ..errors import CheckpointError, ConfigError, OfflineError, RftbenchError
+from ..paths import cache_dir
+from ..spec import DataSpec
 from .checkpoints import load_state_dict_file, looks_like_html, weights_only_loads
-from .core import MODEL_FAMILIES, DataSpec, PixelModel, name_check
+from .core import MODEL_FAMILIES, PixelModel, name_check, spec_reader
 from .heads import head_out_features, reset_head
 
 _DATASETS = ("cifar10", "cifar100", "imagenet")
@@ -121,8 +123,6 @@ def robustbench_dir() -> Path:
     env = os.environ.get("RFTBENCH_ROBUSTBENCH_DIR")
     if env:
         return Path(env).expanduser()
-    from ..embedded import cache_dir
-
     return cache_dir() / "robustbench"
 
 
@@ -201,6 +201,13 @@ def _spec(dataset: str, entry: dict, timm_name: str | None) -> DataSpec:
         size, crop_pct, interp = _PREPROCESSING.get(key, _PREPROCESSING["Res256Crop224"])
     # zoo models take [0,1] images and normalise inside themselves: identity Normalize here
     return DataSpec((3, size, size), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), interp, crop_pct)
+
+
+@spec_reader("robustbench")
+def robustbench_spec(rest: str, *, pretrained: bool, weights: str | None, kwargs: dict) -> DataSpec:
+    """From the zoo entry's preprocessing (or the timm config of a timm-backed zoo model)."""
+    dataset, threat, name = parse_robustbench_name(rest)
+    return _spec(dataset, zoo_entry(dataset, threat, name), _timm_backed_name(dataset, threat, name))
 
 
 @MODEL_FAMILIES.register("robustbench")

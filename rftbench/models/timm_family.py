@@ -12,8 +12,9 @@ import re
 from typing import Any, Iterator
 
 from ..errors import CheckpointError, ConfigError, OfflineError
+from ..spec import DataSpec
 from .checkpoints import load_state_dict_file
-from .core import MODEL_FAMILIES, DataSpec, PixelModel, name_check
+from .core import MODEL_FAMILIES, PixelModel, name_check, spec_reader
 
 _TIMM_LOGGER = "timm.models._builder"
 
@@ -119,6 +120,24 @@ def _from_hub(model_name: str, num_classes: int, kwargs: dict):
         raise
 
 
+def _spec_of_data_config(cfg: dict[str, Any]) -> DataSpec:
+    return DataSpec(tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"]),
+                    cfg.get("interpolation", "bicubic"), float(cfg.get("crop_pct", 1.0)))
+
+
+@spec_reader("timm")
+def timm_spec(rest: str, *, pretrained: bool, weights: str | None, kwargs: dict) -> DataSpec:
+    """timm's pretrained data config of ``<arch>[.<tag>]``, resolved as ``timm.create_model``
+    resolves it (the tag's config, else the architecture's default one)."""
+    import timm
+    from timm.models import resolve_pretrained_cfg, split_model_name_tag
+
+    check_timm_name(rest)
+    arch, tag = split_model_name_tag(rest)
+    cfg = resolve_pretrained_cfg(arch, pretrained_cfg=tag or None).to_dict()
+    return _spec_of_data_config(timm.data.resolve_data_config({}, pretrained_cfg=cfg))
+
+
 @MODEL_FAMILIES.register("timm")
 def timm_model(rest: str, num_classes: int, *, pretrained: bool, weights: str | None, kwargs: dict) -> PixelModel:
     """timm:<name>[.<pretrained tag>] -- any timm model (e.g. timm:vit_base_patch16_224.augreg_in21k_ft_in1k);
@@ -132,8 +151,6 @@ def timm_model(rest: str, num_classes: int, *, pretrained: bool, weights: str | 
         net = _from_hub(rest, num_classes, kwargs)
     else:
         net = timm.create_model(rest, pretrained=False, num_classes=num_classes, **kwargs)
-    cfg = timm.data.resolve_model_data_config(net)
-    spec = DataSpec(tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"]),
-                    cfg.get("interpolation", "bicubic"), float(cfg.get("crop_pct", 1.0)))
+    spec = _spec_of_data_config(timm.data.resolve_model_data_config(net))
     arch = {"name": f"timm:{rest}", "num_classes": num_classes, "kwargs": kwargs, "spec": spec.to_dict()}
     return PixelModel(net, spec, arch)

@@ -12,8 +12,9 @@ from typing import Any
 from urllib.error import URLError
 
 from ..errors import CheckpointError, ConfigError, OfflineError
+from ..spec import DataSpec
 from .checkpoints import load_state_dict_file, weights_only_loads
-from .core import MODEL_FAMILIES, DataSpec, PixelModel, name_check
+from .core import MODEL_FAMILIES, PixelModel, name_check, spec_reader
 from .heads import head_name, head_out_features, reset_head
 
 
@@ -56,6 +57,12 @@ def spec_of_weights(weights: Any) -> DataSpec:
     interp = getattr(t.interpolation, "value", str(t.interpolation))
     return DataSpec((3, crop, crop), tuple(float(m) for m in t.mean), tuple(float(s) for s in t.std),
                     interp, crop / resize)
+
+
+@spec_reader("torchvision")
+def torchvision_spec(rest: str, *, pretrained: bool, weights: str | None, kwargs: dict) -> DataSpec:
+    """The spec of the weights enum entry's transforms (whatever weights are loaded)."""
+    return spec_of_weights(resolve_torchvision_weights(rest)[1])
 
 
 @MODEL_FAMILIES.register("torchvision")

@@ -1,0 +1,37 @@
+"""What every command module shares: ``--json`` output, argparse types, record summaries."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..config import parse_fraction
+
+_json_out = None  # where --json documents go; everything else printed meanwhile goes to stderr
+
+
+def set_json_stream(stream: Any) -> None:
+    global _json_out
+    _json_out = stream
+
+
+def print_json(obj: Any) -> None:
+    """One JSON document on the real stdout (libraries' prints go to stderr meanwhile)."""
+    print(json.dumps(obj, indent=2, default=str), file=_json_out or sys.stdout)
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+
+
+def add_set_flag(parser: argparse.ArgumentParser, help: str = "override a config key (repeatable)") -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def eps_value(text: str) -> float:
+    """argparse type: a number or a fraction such as ``4/255``."""
+    try:
+        return parse_fraction(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction like 4/255") from None

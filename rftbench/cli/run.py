@@ -1,0 +1,130 @@
+"""``rftbench demo | train | evaluate``: run the main jobs."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from ..errors import RftbenchError
+from .common import add_json_flag, add_set_flag, print_json
+
+
+def record_summary(record: Any) -> dict[str, Any]:
+    """The headline numbers of an evaluation record (one definition for every command)."""
+    r = record.data
+    aa = r.get("autoattack") or {}
+    return {"n_samples": r["n_samples"], "acc_clean": r["clean_accuracy"],
+            "sweep_attack": r["sweep"].get("attack"), "acc_sweep_at_target": r["sweep"]["accuracy"][-1],
+            "acc_autoattack": aa.get("accuracy"), "autoattack_n": aa.get("n_samples"),
+            "expected_robustness": r["expected_robustness"]["value"], "er_name": r["expected_robustness"]["name"],
+            "certified": r["certified"], "warnings": list(r["warnings"])}
+
+
+def print_record_summary(record: Any, run_id: str | None = None) -> None:
+    s, console = record_summary(record), Console()
+    aa = "n/a" if s["acc_autoattack"] is None else f"{s['acc_autoattack']:.4f} (n={s['autoattack_n']})"
+    console.print(f"clean {s['acc_clean']:.4f}  {s['sweep_attack']}@target {s['acc_sweep_at_target']:.4f}  "
+                  f"AutoAttack {aa}  {escape(s['er_name'])} {s['expected_robustness']:.4f}  n={s['n_samples']}"
+                  f"{'  certified' if s['certified'] else ''}" + (f"  (MLflow run {run_id})" if run_id else ""))
+    for w in s["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
+
+
+def cmd_demo(args) -> int:
+    from ..demo import run_demo
+
+    res = run_demo(epochs=args.epochs, aa_samples=args.aa_samples, quiet=args.json)
+    if args.json:
+        from ..leaderboard import rows_to_json
+
+        print_json({"leaderboard": rows_to_json(res.rows), "figure": str(res.figure), "wall_time_s": res.wall_time_s})
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ..config import load_config
+    from ..experiment import run_experiment
+
+    cfg = load_config(args.config, args.set)
+    res = run_experiment(cfg, evaluate=not args.no_eval, resume_run_id=args.resume, run_dir=args.run_dir)
+    out = {"run_id": res.run_id, "run_dir": str(res.run_dir), "checkpoint": str(res.train.checkpoint),
+           "train_wall_time_s": res.train.wall_time_s}
+    if res.record is not None:
+        out.update(record_summary(res.record))
+    if args.json:
+        print_json(out)
+    else:
+        Console().print(out)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ..config import load_config, parse_shard
+    from ..experiment import evaluate_config
+    from ..records import EvaluationRecord
+
+    if args.config[0] == "merge":
+        return cmd_evaluate_merge(args, args.config[1:])
+    if len(args.config) != 1:
+        raise RftbenchError("`rftbench evaluate` takes one CONFIG (or: `rftbench evaluate merge REC.json ... --out M.json`).")
+    overrides = list(args.set) + ([f"model.name={args.model}"] if args.model else [])
+    cfg = load_config(args.config[0], overrides)
+    shard = parse_shard(args.shard) if args.shard else None
+    reference = EvaluationRecord.load(args.reference) if args.reference else None
+    record, run_id = evaluate_config(cfg, log=not args.no_log, out=args.out, shard=shard, reference=reference)
+    if args.json:
+        print_json({**record.data, "mlflow_run_id": run_id})
+    else:
+        print_record_summary(record, run_id)
+    return 0
+
+
+def cmd_evaluate_merge(args, paths: list[str]) -> int:
+    from ..experiment import log_evaluation_record
+    from ..records import EvaluationRecord, merge_records
+
+    if not paths:
+        raise RftbenchError("`rftbench evaluate merge` needs the shard records: merge REC1.json REC2.json ... --out M.json")
+    record = merge_records([EvaluationRecord.load(p) for p in paths])
+    run_id = None
+    if not args.no_log:
+        run_id = log_evaluation_record(record, experiment=args.experiment, run_name=f"eval-merged:{record['dataset']}")
+    if args.out:
+        record.save(args.out)
+    if args.json:
+        print_json({**record_summary(record), "out": args.out, "mlflow_run_id": run_id})
+    else:
+        print_record_summary(record, run_id)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("demo", help="fine-tune the embedded default once per schedule and show a leaderboard")
+    d.add_argument("--epochs", type=int, default=20)
+    d.add_argument("--aa-samples", type=int, default=100, help="AutoAttack test samples per schedule")
+    add_json_flag(d)
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="robustly fine-tune and evaluate one config")
+    t.add_argument("config")
+    add_set_flag(t)
+    t.add_argument("--resume", metavar="MLFLOW_RUN_ID", help="resume that run from its last checkpoint")
+    t.add_argument("--run-dir", help="where checkpoints go (default output_dir/<run id>)")
+    t.add_argument("--no-eval", action="store_true")
+    add_json_flag(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a model (any registry name) as the config's eval section says; "
+                       "`evaluate merge REC.json ... --out M.json` combines shard records")
+    e.add_argument("config", nargs="+", metavar="CONFIG | merge REC.json ...")
+    e.add_argument("--shard", metavar="i/N", help="evaluate slice i (0-based) of N of the evaluation subset")
+    e.add_argument("--reference", metavar="REC.json", help="a stored record whose clean results must reproduce")
+    e.add_argument("--experiment", default="rftbench", help="MLflow experiment of a merged record (merge only)")
+    e.add_argument("--model", help="model name, e.g. file:runs/x/model.safetensors or timm:resnet18")
+    add_set_flag(e)
+    e.add_argument("--out", help="write the evaluation record JSON here")
+    e.add_argument("--no-log", action="store_true", help="do not log to MLflow")
+    add_json_flag(e)
+    e.set_defaults(func=cmd_evaluate)

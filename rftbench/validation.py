@@ -1,0 +1,36 @@
+"""Fail before any work: every registry name a config holds is checked in one place.
+
+``validate_names(cfg)`` is called by ``rftbench train``, ``sweep`` (for every run of a grid)
+and ``tune`` before anything is built, downloaded or logged. It loads the config's plugin
+files first, so that their names count.
+"""
+from __future__ import annotations
+
+from .config import ExperimentConfig
+from .registry import load_plugin_file
+
+
+def load_plugins(cfg: ExperimentConfig) -> None:
+    """Import the plugin files named in ``cfg.plugins`` (schedules, objectives, models, ...)."""
+    for path in cfg.plugins:
+        load_plugin_file(path)
+
+
+def validate_names(cfg: ExperimentConfig) -> None:
+    """Raise the registry's clear error (known names, a close match) for the first unknown
+    model, dataset, schedule, objective, sweep attack or ER distribution in ``cfg``; also
+    validates the schedule's and the objective's parameters against their declarations."""
+    from .attacks import SWEEP_ATTACKS
+    from .data import DATASETS
+    from .metrics import resolve_distribution
+    from .models import check_model_name
+    from .objectives import create_objective
+    from .scheduling import create_schedule
+
+    load_plugins(cfg)
+    check_model_name(cfg.model.name)
+    DATASETS.get(cfg.data.name)
+    create_schedule(cfg.schedule.name, cfg.schedule.params)
+    create_objective(cfg.train.objective)
+    SWEEP_ATTACKS.get(cfg.eval.sweep_attack)
+    resolve_distribution(cfg.eval.distribution)

@@ -1,0 +1,119 @@
+"""Two tuner processes join one Optuna study in a real PostgreSQL server and log their trials
+to a real MLflow tracking server (both on loopback), as workers on several machines would."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_config
+
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    if os.geteuid() == 0:  # the server refuses to run as root
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+pytestmark = pytest.mark.slow  # a PostgreSQL server, an MLflow server and worker processes
+
+
+@pytest.fixture
+def postgres_url(tmp_path):
+    if not PG_BIN or (os.geteuid() == 0 and not shutil.which("runuser")):
+        pytest.skip("PostgreSQL server binaries not installed (.ci/run installs them)")
+    bin_dir = Path(PG_BIN[-1])
+    # pytest's tmp folders are private to root; the server's user must be able to reach its data
+    base = Path(tempfile.mkdtemp(prefix="rftbench-pg-"))
+    os.chmod(base, 0o755)
+    data = base / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+    subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]),
+                   check=True, capture_output=True)
+    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
+                                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(_as_postgres([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                                     "-U", "postgres", "optuna"]), check=True, capture_output=True)
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+         "--artifacts-destination", str(tmp_path / "srv-artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not answer /health within 60 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_two_workers_share_one_study(tmp_path, postgres_url, mlflow_server, embedded_cache):
+    import optuna
+
+    from rftbench.tracking import client_for
+
+    cfg = tiny_config(train__epochs=1, train__val_samples=32, experiment="distributed", schedule__params={})
+    cfg_path = tmp_path / "tune.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.model_dump()))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "RFTBENCH_CACHE": str(embedded_cache)}
+    cmd = [sys.executable, "-m", "rftbench.cli", "tune", str(cfg_path), "--trials", "2", "--storage",
+           postgres_url, "--study", "shared", "--sampler", "random", "--pruner", "none", "--json"]
+    workers = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    outs = [w.communicate(timeout=600) for w in workers]
+    for w, (out, err) in zip(workers, outs):
+        assert w.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    assert len(study.trials) == 4
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    client = client_for(mlflow_server)
+    exp = client.get_experiment_by_name("distributed")
+    trial_runs = client.search_runs([exp.experiment_id], "tags.`rftbench.kind` = 'trial'")
+    assert sorted(r.info.run_id for r in trial_runs) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
+    assert all(r.info.status == "FINISHED" for r in trial_runs)
+    # each worker reported the same study and its own two trials
+    reports = [json.loads(out) for out, _ in outs]
+    assert {r["study"] for r in reports} == {"shared"}
