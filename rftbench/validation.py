@@ -30,7 +30,16 @@ def validate_names(cfg: ExperimentConfig) -> None:
     load_plugins(cfg)
     check_model_name(cfg.model.name)
     DATASETS.get(cfg.data.name)
+    _check_augment(cfg)
     create_schedule(cfg.schedule.name, cfg.schedule.params)
     create_objective(cfg.train.objective)
     SWEEP_ATTACKS.get(cfg.eval.sweep_attack)
     resolve_distribution(cfg.eval.distribution)
+
+
+def _check_augment(cfg: ExperimentConfig) -> None:
+    """The augmentation preset and its options (``data.augment``, ``data.augment_options``)."""
+    from .data import DATASET_META, resolve_augment
+
+    meta = DATASET_META.get(cfg.data.name)
+    resolve_augment(cfg.data, meta.default_augment if meta is not None else "crop_flip")

@@ -17,5 +17,5 @@ def describe_datasets() -> list[dict[str, Any]]:
         out.append({"name": meta.name, "title": meta.title, "source": meta.source, "num_classes": meta.num_classes,
                     "splits": meta.splits, "layout": meta.layout, "download": meta.download or None,
                     "options": meta.options, "augmentation": ("pad-crop" if meta.low_res else "resized-crop")
-                    + ("+flip" if meta.hflip else "")})
+                    + ("+flip" if meta.hflip else ""), "augment_default": meta.default_augment})
     return out

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from ..config import DataConfig
 from ..errors import ConfigError
 from ..spec import DataSpec
+from .augment import AugmentContext, build_augment
 from .core import DatasetMeta, Splits, TensorImageDataset, indices_sha256, register_dataset, stratified_split
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -34,7 +35,7 @@ def load_digits_tensors(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
 DIGITS = DatasetMeta(
     "digits", "embedded digits (scikit-learn 8x8)", "sklearn.datasets.load_digits", 5,
     "test fixed (30%, seed 0); val carved from train", "(none: ships inside scikit-learn)",
-    low_res=True, hflip=False,
+    low_res=True, hflip=False, augment="none",
     options={"task": "target (digits 5-9, default), source (0-4, the pretraining task) or all",
              "test_fraction": "default 0.3"})
 
@@ -73,5 +74,8 @@ def digits(cfg: DataConfig, spec: DataSpec, seed: int) -> Splits:
             "n_train": len(train), "n_val": len(val), "n_test": len(test),
             "val_carved_from_train": True, "val_fraction": cfg.val_fraction, "split_seed": seed,
             "val_indices_sha256": indices_sha256(val), "test_indices_sha256": indices_sha256(test)}
-    mk = lambda idx: TensorImageDataset(x[idx], y[idx], indices=idx)  # noqa: E731  (rows of the task's digits)
-    return Splits(mk(train), mk(val), mk(test), len(classes), [str(k) for k in classes], info)
+    tf_train, info["augment"] = build_augment(cfg, AugmentContext(spec, low_res=True, hflip=False, tensor_input=True),
+                                              DIGITS.default_augment)
+    info["transforms"] = {"train": info["augment"]["transform"], "eval": "identity (in-memory tensors)"}
+    mk = lambda idx, tf=None: TensorImageDataset(x[idx], y[idx], tf, indices=idx)  # noqa: E731  (rows of the task's digits)
+    return Splits(mk(train, tf_train), mk(val), mk(test), len(classes), [str(k) for k in classes], info)
