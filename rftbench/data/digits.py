@@ -79,3 +79,28 @@ def digits(cfg: DataConfig, spec: DataSpec, seed: int) -> Splits:
     info["transforms"] = {"train": info["augment"]["transform"], "eval": "identity (in-memory tensors)"}
     mk = lambda idx, tf=None: TensorImageDataset(x[idx], y[idx], tf, indices=idx)  # noqa: E731  (rows of the task's digits)
     return Splits(mk(train, tf_train), mk(val), mk(test), len(classes), [str(k) for k in classes], info)
+
+
+def write_imagefolder(root, task: str = "target", size: int = 16) -> dict[str, int]:
+    """Write the embedded digits of ``task`` as an MNIST-style ImageFolder tree of grayscale PNGs,
+    ``<root>/<digit>/<index>.png`` (class folders in digit order, so the tree is class-ordered),
+    for the ``imagefolder`` path (``data.name: imagefolder, data.root: <root>``). Returns the
+    number of images per class folder."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    classes = {"target": TARGET_CLASSES, "source": SOURCE_CLASSES, "all": tuple(range(10))}.get(task)
+    if classes is None:
+        raise ConfigError(f"write_imagefolder: task must be target, source or all, got {task!r}.")
+    x, y = load_digits_tensors(size)
+    counts = {}
+    for k in classes:
+        folder = Path(root) / str(k)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = torch.nonzero(y == k).flatten().tolist()
+        for i in rows:
+            img = (x[i, 0] * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+            Image.fromarray(img, mode="L").save(folder / f"{i:04d}.png")
+        counts[str(k)] = len(rows)
+    return counts
