@@ -165,3 +165,15 @@ def test_build_augment_records_what_it_built():
     rng = np.random.default_rng(0)
     img = F.Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
     assert tf(img).shape == (3, 24, 24)
+
+
+def test_datasets_list_shows_each_default(capsys):
+    from rftbench.cli import main
+
+    assert main(["datasets", "list", "--json"]) == 0
+    import json
+
+    items = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+    assert items["digits"]["augment_default"] == "none" and items["cub200"]["augment_default"] == "crop_flip"
+    assert items["mnist"]["augment_default"] == "crop" and items["imagefolder"]["augmentation"] == "none"
+    assert items["cifar10"]["augmentation"] == "pad-crop+flip" and items["cub200"]["augmentation"] == "resized-crop+flip"
