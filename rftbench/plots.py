@@ -58,7 +58,8 @@ def plot_phenomenon(df, out: str | Path, order: Sequence[str] | None = None,
     order = list(order or dict.fromkeys(df["schedule"]))
     stats = df.groupby(["schedule", "eps"])[["acc_clean", "expected_robustness"]].agg(["mean", "std"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120, sharex=True)
-    for ax, (col, label) in zip(axes, (("acc_clean", "clean accuracy"), ("expected_robustness", "expected robustness"))):
+    panels = (("acc_clean", "clean accuracy"), ("expected_robustness", "expected robustness"))
+    for ax, (col, label) in zip(axes, panels):
         for schedule in order:
             s = stats.loc[schedule]
             ax.errorbar(s.index, s[(col, "mean")], yerr=s[(col, "std")].fillna(0), marker="o", capsize=3,

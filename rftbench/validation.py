@@ -18,8 +18,8 @@ def load_plugins(cfg: ExperimentConfig) -> None:
 
 def validate_names(cfg: ExperimentConfig) -> None:
     """Raise the registry's clear error (known names, a close match) for the first unknown
-    model, dataset, schedule, objective, sweep attack or ER distribution in ``cfg``; also
-    validates the schedule's and the objective's parameters against their declarations."""
+    model, dataset, augmentation preset, schedule, objective, sweep attack or ER distribution in
+    ``cfg``; also validates the schedule's and the objective's parameters against their declarations."""
     from .attacks import SWEEP_ATTACKS
     from .data import DATASETS
     from .metrics import resolve_distribution

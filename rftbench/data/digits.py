@@ -77,7 +77,8 @@ def digits(cfg: DataConfig, spec: DataSpec, seed: int) -> Splits:
     tf_train, info["augment"] = build_augment(cfg, AugmentContext(spec, low_res=True, hflip=False, tensor_input=True),
                                               DIGITS.default_augment)
     info["transforms"] = {"train": info["augment"]["transform"], "eval": "identity (in-memory tensors)"}
-    mk = lambda idx, tf=None: TensorImageDataset(x[idx], y[idx], tf, indices=idx)  # noqa: E731  (rows of the task's digits)
+    # rows of the task's digits; only train is augmented
+    mk = lambda idx, tf=None: TensorImageDataset(x[idx], y[idx], tf, indices=idx)  # noqa: E731
     return Splits(mk(train, tf_train), mk(val), mk(test), len(classes), [str(k) for k in classes], info)
 
 
