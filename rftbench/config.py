@@ -9,7 +9,7 @@ import math
 import re
 import reprlib
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args, get_origin
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -131,7 +131,10 @@ class DataConfig(_Strict):
     batch_size: int = Field(64, ge=1, le=1_000_000)
     eval_batch_size: int = Field(256, ge=1, le=1_000_000)
     num_workers: int = Field(0, ge=0, le=1024)
-    augment: bool = True
+    # a preset of rftbench.data.augment.AUGMENTATIONS (none, crop, crop_flip, randaugment, timm);
+    # true = the dataset's default preset, false = none
+    augment: Union[bool, str] = True
+    augment_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class ThreatConfig(_Strict):

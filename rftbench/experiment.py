@@ -80,6 +80,10 @@ def _log_run_inputs(tracker: Tracker, cfg: ExperimentConfig, task: Task, rdir: P
                         "data.n_test": len(splits.test), "data.num_classes": splits.num_classes})
     tracker.log_text(dump_config(cfg), "config.yaml")
     tracker.log_dict(splits.info, "splits.json")
+    augment = splits.info.get("augment")
+    if augment:  # the resolved training augmentation (data.augment may say only `true`)
+        tracker.log_params({"data.augment_preset": augment["preset"]})
+        tracker.set_tags({"rftbench.augment": str(augment["transform"])[:5000]})
     tracker.set_tags({"rftbench.run_dir": str(rdir.resolve())})
 
 

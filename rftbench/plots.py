@@ -47,3 +47,32 @@ def plot_schedules(series: Mapping[str, tuple[Sequence[float], Sequence[float]]]
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def plot_phenomenon(df, out: str | Path, order: Sequence[str] | None = None,
+                    title: str = "Robust fine-tuning on the embedded digits") -> Path:
+    """Clean accuracy and expected robustness against target eps, one line per schedule, mean ±
+    standard deviation over seeds (error bars). ``df``: a DataFrame with columns ``schedule``,
+    ``eps``, ``acc_clean``, ``expected_robustness`` (one row per run, e.g.
+    :func:`rftbench.phenomenon.runs_frame`)."""
+    order = list(order or dict.fromkeys(df["schedule"]))
+    stats = df.groupby(["schedule", "eps"])[["acc_clean", "expected_robustness"]].agg(["mean", "std"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120, sharex=True)
+    panels = (("acc_clean", "clean accuracy"), ("expected_robustness", "expected robustness"))
+    for ax, (col, label) in zip(axes, panels):
+        for schedule in order:
+            s = stats.loc[schedule]
+            ax.errorbar(s.index, s[(col, "mean")], yerr=s[(col, "std")].fillna(0), marker="o", capsize=3,
+                        label=schedule)
+        ax.set_xlabel("target eps")
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

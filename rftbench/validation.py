@@ -18,8 +18,8 @@ def load_plugins(cfg: ExperimentConfig) -> None:
 
 def validate_names(cfg: ExperimentConfig) -> None:
     """Raise the registry's clear error (known names, a close match) for the first unknown
-    model, dataset, schedule, objective, sweep attack or ER distribution in ``cfg``; also
-    validates the schedule's and the objective's parameters against their declarations."""
+    model, dataset, augmentation preset, schedule, objective, sweep attack or ER distribution in
+    ``cfg``; also validates the schedule's and the objective's parameters against their declarations."""
     from .attacks import SWEEP_ATTACKS
     from .data import DATASETS
     from .metrics import resolve_distribution
@@ -30,7 +30,16 @@ def validate_names(cfg: ExperimentConfig) -> None:
     load_plugins(cfg)
     check_model_name(cfg.model.name)
     DATASETS.get(cfg.data.name)
+    _check_augment(cfg)
     create_schedule(cfg.schedule.name, cfg.schedule.params)
     create_objective(cfg.train.objective)
     SWEEP_ATTACKS.get(cfg.eval.sweep_attack)
     resolve_distribution(cfg.eval.distribution)
+
+
+def _check_augment(cfg: ExperimentConfig) -> None:
+    """The augmentation preset and its options (``data.augment``, ``data.augment_options``)."""
+    from .data import DATASET_META, resolve_augment
+
+    meta = DATASET_META.get(cfg.data.name)
+    resolve_augment(cfg.data, meta.default_augment if meta is not None else "crop_flip")

@@ -84,11 +84,11 @@ def cmd_datasets_list(args) -> int:
         print_json(items)
         return 0
     table = Table(title="datasets (data.name); data.root or $RFTBENCH_DATA is the data root")
-    for col in ("name", "dataset", "classes", "splits", "download"):
+    for col in ("name", "dataset", "classes", "splits", "download", "augment: true"):
         table.add_column(col)
     for d in items:
         table.add_row(d["name"], d["title"], str(d.get("num_classes") or "-"), d.get("splits", ""),
-                      "yes" if d.get("download") else "no")
+                      "yes" if d.get("download") else "no", d.get("augment_default", "-"))
     Console().print(table)
     return 0
 

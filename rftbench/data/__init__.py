@@ -12,10 +12,11 @@ from .core import (DATASET_META, DATASETS, DatasetFactory, DatasetMeta, EpochSam
                    indices_sha256, per_class_split, register_dataset, stratified_split, take_options)
 from . import archives, digits, folder, torchvision_sets  # noqa: F401  (register the datasets)
 from .catalog import describe_datasets
+from .augment import AUGMENTATIONS, resolve_augment
 
 __all__ = [
     "DATASETS", "DATASET_META", "DatasetFactory", "DatasetMeta", "EpochSampler", "ImageView", "Part", "Splits",
     "TensorImageDataset", "assemble_splits", "build_splits", "data_root", "describe_datasets",
     "eval_subset_indices", "indices_sha256", "per_class_split", "register_dataset", "stratified_split",
-    "take_options",
+    "take_options", "AUGMENTATIONS", "resolve_augment",
 ]

@@ -52,7 +52,9 @@ class DatasetMeta:
     ``layout`` is the on-disk layout under the data root (shown when files are missing);
     ``download`` says where ``download: true`` fetches from (empty: not downloadable);
     ``low_res``: native images are small (pad-and-crop augmentation instead of resized crops);
-    ``hflip``: horizontal flips keep the label (false for digits).
+    ``hflip``: horizontal flips keep the label (false for digits);
+    ``augment``: the augmentation preset ``data.augment: true`` means (see
+    :mod:`rftbench.data.augment`); empty: ``crop_flip`` where flips keep the label, else ``crop``.
     """
 
     name: str
@@ -65,6 +67,11 @@ class DatasetMeta:
     low_res: bool = False
     hflip: bool = True
     options: dict[str, str] = field(default_factory=dict)
+    augment: str = ""
+
+    @property
+    def default_augment(self) -> str:
+        return self.augment or ("crop_flip" if self.hflip else "crop")
 
 
 DATASET_META: dict[str, DatasetMeta] = {}
@@ -247,13 +254,14 @@ def assemble_splits(name: str, *, train: Part, test: Part, val: Part | None, cla
                     info: dict[str, Any] | None = None) -> Splits:
     """Views with the model's transforms over official parts; a val split carved (seeded,
     stratified by ``cfg.val_fraction``) from train where the dataset has none. All recorded."""
-    from .transforms import describe, eval_transform, train_transform
+    from .augment import AugmentContext, build_augment
+    from .transforms import describe, eval_transform
 
     crop_scale = tuple(float(v) for v in cfg.options.get("crop_scale", COMMON_OPTIONS["crop_scale"]))
     if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
         raise ConfigError(f"data.options.crop_scale must be [low, high] with 0 < low <= high <= 1; got {crop_scale}.")
-    tf_train = train_transform(spec, augment=cfg.augment, low_res=meta.low_res, hflip=meta.hflip,
-                               crop_scale=crop_scale)
+    ctx = AugmentContext(spec, low_res=meta.low_res, hflip=meta.hflip, crop_scale=crop_scale)
+    tf_train, augment_info = build_augment(cfg, ctx, meta.default_augment)
     tf_eval = eval_transform(spec)
     tr_idx, tr_lab = train.index_array(), train.label_array()
     carved = val is None
@@ -274,6 +282,7 @@ def assemble_splits(name: str, *, train: Part, test: Part, val: Part | None, cla
         "train_indices_sha256": indices_sha256(tr_idx), "val_indices_sha256": indices_sha256(val_idx),
         "test_indices_sha256": indices_sha256(te_idx),
         "transforms": {"train": describe(tf_train), "eval": describe(tf_eval)}, "normalised": False,
+        "augment": augment_info,
         **(info or {}),
     }
     return splits

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from ..config import DataConfig
 from ..errors import ConfigError
 from ..spec import DataSpec
+from .augment import AugmentContext, build_augment
 from .core import DatasetMeta, Splits, TensorImageDataset, indices_sha256, register_dataset, stratified_split
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -34,7 +35,7 @@ def load_digits_tensors(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
 DIGITS = DatasetMeta(
     "digits", "embedded digits (scikit-learn 8x8)", "sklearn.datasets.load_digits", 5,
     "test fixed (30%, seed 0); val carved from train", "(none: ships inside scikit-learn)",
-    low_res=True, hflip=False,
+    low_res=True, hflip=False, augment="none",
     options={"task": "target (digits 5-9, default), source (0-4, the pretraining task) or all",
              "test_fraction": "default 0.3"})
 
@@ -73,5 +74,34 @@ def digits(cfg: DataConfig, spec: DataSpec, seed: int) -> Splits:
             "n_train": len(train), "n_val": len(val), "n_test": len(test),
             "val_carved_from_train": True, "val_fraction": cfg.val_fraction, "split_seed": seed,
             "val_indices_sha256": indices_sha256(val), "test_indices_sha256": indices_sha256(test)}
-    mk = lambda idx: TensorImageDataset(x[idx], y[idx], indices=idx)  # noqa: E731  (rows of the task's digits)
-    return Splits(mk(train), mk(val), mk(test), len(classes), [str(k) for k in classes], info)
+    tf_train, info["augment"] = build_augment(cfg, AugmentContext(spec, low_res=True, hflip=False, tensor_input=True),
+                                              DIGITS.default_augment)
+    info["transforms"] = {"train": info["augment"]["transform"], "eval": "identity (in-memory tensors)"}
+    # rows of the task's digits; only train is augmented
+    mk = lambda idx, tf=None: TensorImageDataset(x[idx], y[idx], tf, indices=idx)  # noqa: E731
+    return Splits(mk(train, tf_train), mk(val), mk(test), len(classes), [str(k) for k in classes], info)
+
+
+def write_imagefolder(root, task: str = "target", size: int = 16) -> dict[str, int]:
+    """Write the embedded digits of ``task`` as an MNIST-style ImageFolder tree of grayscale PNGs,
+    ``<root>/<digit>/<index>.png`` (class folders in digit order, so the tree is class-ordered),
+    for the ``imagefolder`` path (``data.name: imagefolder, data.root: <root>``). Returns the
+    number of images per class folder."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    classes = {"target": TARGET_CLASSES, "source": SOURCE_CLASSES, "all": tuple(range(10))}.get(task)
+    if classes is None:
+        raise ConfigError(f"write_imagefolder: task must be target, source or all, got {task!r}.")
+    x, y = load_digits_tensors(size)
+    counts = {}
+    for k in classes:
+        folder = Path(root) / str(k)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = torch.nonzero(y == k).flatten().tolist()
+        for i in rows:
+            img = (x[i, 0] * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+            Image.fromarray(img, mode="L").save(folder / f"{i:04d}.png")
+        counts[str(k)] = len(rows)
+    return counts

@@ -23,7 +23,8 @@ FOLDER = DatasetMeta(
     "or <data.root>/<class>/<image>  (e.g. UCMerced_LandUse/Images/<class>/<image>.tif)",
     options={"test_fraction": "fraction of each class held out as test when there is no test/ (default 0.2)",
              "train_dir": "name of the train subfolder (default train)", "val_dir": "default val",
-             "test_dir": "default test"})
+             "test_dir": "default test"},
+    hflip=False, augment="none")  # unknown content: nothing that could change a label unless asked
 
 
 def _image_folder(path: Path):

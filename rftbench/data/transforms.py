@@ -1,10 +1,8 @@
 """Image transforms that follow the model's data spec and never normalise (the model does).
 
 Evaluation: resize the shorter side to ``size / crop_pct`` with the spec's interpolation, then
-centre-crop to the input size (timm's and torchvision's eval recipe). Training with
-augmentation: random resized crops and horizontal flips for full-size images; for low-resolution
-datasets (CIFAR, SVHN, MNIST, ...) a resize to the input size, then a random crop with 1/8
-reflect padding (and flips where they keep the label). Grayscale images are repeated to three
+centre-crop to the input size (timm's and torchvision's eval recipe). Training augmentation
+is a named preset (:mod:`rftbench.data.augment`). Grayscale images are repeated to three
 channels for colour models (and colour images converted to gray for one-channel models).
 """
 from __future__ import annotations
@@ -54,25 +52,6 @@ def eval_transform(spec: DataSpec) -> Callable:
     scale = math.floor(h / crop_pct) if h == w else (math.floor(h / crop_pct), math.floor(w / crop_pct))
     return T.Compose([ToMode(_mode(spec)), T.Resize(scale, interpolation=interp), T.CenterCrop((h, w)),
                       T.ToTensor()])
-
-
-def train_transform(spec: DataSpec, *, augment: bool, low_res: bool, hflip: bool,
-                    crop_scale: tuple[float, float] = (0.08, 1.0)) -> Callable:
-    """The training transform: :func:`eval_transform` without augmentation, else flip-and-crop."""
-    if not augment:
-        return eval_transform(spec)
-    _, h, w = spec.input_size
-    interp = _interpolation(spec)
-    steps: list = [ToMode(_mode(spec))]
-    if low_res:
-        steps += [T.Resize(h if h == w else (h, w), interpolation=interp), T.CenterCrop((h, w)),
-                  T.RandomCrop((h, w), padding=max(1, min(h, w) // 8), padding_mode="reflect")]
-    else:
-        steps.append(T.RandomResizedCrop((h, w), scale=crop_scale, interpolation=interp))
-    if hflip:
-        steps.append(T.RandomHorizontalFlip())
-    steps.append(T.ToTensor())
-    return T.Compose(steps)
 
 
 def describe(transform: Callable) -> str:

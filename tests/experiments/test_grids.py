@@ -50,6 +50,7 @@ def test_earlier_benchmark_grid():
     assert {c.data.name for c in cfgs} == {"caltech101", "fgvc_aircraft", "flowers102", "oxford_pet", "stanford_cars",
                                            "imagefolder"}
     assert {c.data.root for c in cfgs if c.data.name == "imagefolder"} == {"$RFTBENCH_DATA/UCMerced_LandUse/Images"}
+    assert {c.data.augment for c in cfgs if c.data.name == "imagefolder"} == {"crop_flip"}  # aerial scenes flip
     assert {c.train.objective.name for c in cfgs} == {"pgd_at", "trades"}
     assert {c.train.objective.params.get("beta") for c in cfgs if c.train.objective.name == "trades"} == {6.0}
     for c in cfgs:  # PGD-10 with step 2/255 at Linf 4/255
