@@ -113,7 +113,8 @@ def _evaluate_and_log(tracker: Tracker, cfg: ExperimentConfig, task: Task, resul
 
 
 def _record_tags(record: EvaluationRecord) -> dict[str, Any]:
-    return {"rftbench.certified": record["certified"], "rftbench.er_name": record["expected_robustness"]["name"],
+    return {"rftbench.certified": record["certified"], "rftbench.flagged": bool(record.data.get("flagged", False)),
+            "rftbench.er_name": record["expected_robustness"]["name"],
             "rftbench.warnings": " | ".join(record["warnings"])[:5000]}
 
 
