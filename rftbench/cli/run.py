@@ -73,7 +73,8 @@ def cmd_evaluate(args) -> int:
     cfg = load_config(args.config[0], overrides)
     shard = parse_shard(args.shard) if args.shard else None
     reference = EvaluationRecord.load(args.reference) if args.reference else None
-    record, run_id = evaluate_config(cfg, log=not args.no_log, out=args.out, shard=shard, reference=reference)
+    record, run_id = evaluate_config(cfg, log=not args.no_log, out=args.out, shard=shard, reference=reference,
+                                     resume=args.resume)
     if args.json:
         print_json({**record.data, "mlflow_run_id": run_id})
     else:
@@ -126,5 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_set_flag(e)
     e.add_argument("--out", help="write the evaluation record JSON here")
     e.add_argument("--no-log", action="store_true", help="do not log to MLflow")
+    e.add_argument("--resume", action="store_true", help="continue an interrupted evaluation from its saved blocks "
+                   "(same config, --out and --shard)")
     add_json_flag(e)
     e.set_defaults(func=cmd_evaluate)
