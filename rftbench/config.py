@@ -232,8 +232,10 @@ class AutoAttackConfig(_Strict):
 
 
 class EvalChecksConfig(_Strict):
-    """Sanity checks against gradient masking (see ``rftbench.checks``), run on a probe: the
-    first ``probe_samples`` of the evaluation subset. ``large_eps``: ``None`` = Linf 1.0 / L2 the
+    """Sanity checks against gradient masking (see ``rftbench.checks``): ``monotone`` and
+    ``large_eps`` run on a probe, the first ``probe_samples`` of the evaluation subset; the
+    AutoAttack checks (``sweep_vs_autoattack`` with ``sweep_vs_autoattack_max_gap``) on
+    AutoAttack's samples. ``large_eps``: ``None`` = Linf 1.0 / L2 the
     image cube's diameter."""
 
     probe_samples: int = Field(64, ge=0, le=100_000_000)
@@ -266,6 +268,14 @@ class EvalConfig(_Strict):
     split: Literal["test", "val"] = "test"
     autoattack: AutoAttackConfig = Field(default_factory=AutoAttackConfig)
     checks: EvalChecksConfig = Field(default_factory=EvalChecksConfig)
+
+    @field_validator("sweep_attack")
+    @classmethod
+    def _sweep_attacks(cls, v):
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("sweep_attack needs one name (pgd) or a list of distinct names for the worst case "
+                             "([apgd-ce, apgd-dlr])")
+        return v
 
     @field_validator("eps_grid", mode="before")
     @classmethod

@@ -5,16 +5,18 @@ record (:mod:`rftbench.records`).
 
 It works on any model that maps [0,1] images (N,C,H,W) to logits (N, classes), also ones
 rftbench did not train, on the device it is given; it never imports the trainer. The
-evaluation subset is a fixed, seeded set of ``eval.n_samples`` indices of the split;
+evaluation subset is a fixed, seeded, class-stratified set of ``eval.n_samples`` indices of
+the split in a round-robin order over classes (:func:`rftbench.data.stratified_subset_indices`);
 AutoAttack covers its first ``eval.autoattack.n_samples``, the sanity probe its first
-``eval.checks.probe_samples``. Batches stream, so memory stays flat as the subset grows;
+``eval.checks.probe_samples``, so both see every class. Batches stream, so memory stays flat as the subset grows;
 AutoAttack runs in chunks of ``eval.autoattack.batch_size`` samples (a chunk is one
 pyautoattack evaluation), so a sample's result depends only on its chunk.
 
 Sharding (``shard=(i, N)``) evaluates one contiguous slice of the subset. Slices start at
 multiples of one block (the least common multiple of the evaluation and AutoAttack batch
 sizes), so every batch and chunk of a shard is one of the unsharded evaluation: merged shard
-records hold exactly the numbers of an unsharded evaluation.
+records hold exactly the numbers of an unsharded evaluation. An evaluation runs in those
+blocks too, which makes it interruptible and resumable (``state_path``, :mod:`rftbench.evalstate`).
 """
 from __future__ import annotations
 

@@ -64,6 +64,9 @@ class SweepSettings:
                               f"{self.restarts}.")
         if isinstance(self.attack, (list, tuple)):
             names = tuple(self.attack)
+            if not names:
+                raise ConfigError("eval.sweep_attack is an empty list; name one attack (pgd) or several for the "
+                                  "worst case ([apgd-ce, apgd-dlr]).")
             object.__setattr__(self, "attack", names[0] if len(names) == 1 else names)
         cls = WorstCaseSweep if isinstance(self.attack, tuple) else SWEEP_ATTACKS.get(self.attack)
         cls.check(self)

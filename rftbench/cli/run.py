@@ -19,7 +19,7 @@ def record_summary(record: Any) -> dict[str, Any]:
             "sweep_attack": r["sweep"].get("attack"), "acc_sweep_at_target": r["sweep"]["accuracy"][-1],
             "acc_autoattack": aa.get("accuracy"), "autoattack_n": aa.get("n_samples"),
             "expected_robustness": r["expected_robustness"]["value"], "er_name": r["expected_robustness"]["name"],
-            "certified": r["certified"], "warnings": list(r["warnings"])}
+            "certified": r["certified"], "flagged": bool(r.get("flagged", False)), "warnings": list(r["warnings"])}
 
 
 def print_record_summary(record: Any, run_id: str | None = None) -> None:
@@ -27,7 +27,7 @@ def print_record_summary(record: Any, run_id: str | None = None) -> None:
     aa = "n/a" if s["acc_autoattack"] is None else f"{s['acc_autoattack']:.4f} (n={s['autoattack_n']})"
     console.print(f"clean {s['acc_clean']:.4f}  {s['sweep_attack']}@target {s['acc_sweep_at_target']:.4f}  "
                   f"AutoAttack {aa}  {escape(s['er_name'])} {s['expected_robustness']:.4f}  n={s['n_samples']}"
-                  f"{'  certified' if s['certified'] else ''}" + (f"  (MLflow run {run_id})" if run_id else ""))
+                  f"{'  certified' if s['certified'] else ''}{'  FLAGGED' if s['flagged'] else ''}" + (f"  (MLflow run {run_id})" if run_id else ""))
     for w in s["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {escape(w)}")
 
