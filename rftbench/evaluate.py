@@ -192,7 +192,7 @@ def _subset_meta(cfg: ExperimentConfig, dataset: Dataset, plan: _Plan) -> dict[s
 def _meta(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, plan: _Plan, dataset_name: str, split: str,
           shard: tuple[int, int] | None) -> dict[str, Any]:
     """The record's description of what was evaluated and how (see :func:`records.record_meta`)."""
-    ec, n_total = cfg.eval, len(plan.subset)
+    ec = cfg.eval
     return {
         "model": {"arch": getattr(model, "arch", None), "weights_sha256": weights_sha256(model),
                   "class": type(model).__name__},
