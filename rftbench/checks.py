@@ -11,6 +11,10 @@ Croce & Hein's AutoAttack flags):
 - ``large_eps``: accuracy at a very large eps (Linf 1.0 = the whole image cube) is near zero;
 - ``autoattack_vs_pgd``: AutoAttack is never above the sweep attack (PGD or APGD-CE; the check
   keeps its historical name) on the same samples at an eps no larger;
+- ``sweep_vs_autoattack``: the sweep attack at the target eps is not far above AutoAttack on
+  the same samples (the AutoAttack subset, so it runs without a probe): a sweep far above
+  AutoAttack means its gradients are useless (e.g. logits scaled up: CE gradients vanish)
+  and its curve, hence ER, overstates robustness;
 - ``square_vs_whitebox``: the black-box Square attack does not clearly beat the white-box
   attacks (it breaks samples that they left robust);
 - ``clean_reproduces``: clean accuracy recomputed (a second pass, or against a stored record)
@@ -110,6 +114,28 @@ def check_autoattack_vs_pgd(aa_robust: np.ndarray, pgd_robust: np.ndarray, aa_ep
                            f"{attack} broke survive AutoAttack): a sign of a model that changes between calls, "
                            f"randomness or a bug.", values)
     return CheckResult("autoattack_vs_pgd", True, f"AutoAttack {a:.3f} <= {attack} {p:.3f}.", values)
+
+
+def check_sweep_vs_autoattack(aa_robust: np.ndarray, sweep_robust: np.ndarray, eps: float, max_gap: float,
+                              attack: str = "PGD") -> CheckResult:
+    """The sweep attack's accuracy at ``eps`` (``sweep_robust``, bool (n,)) may exceed AutoAttack's
+    (``aa_robust``) on the same samples by at most ``max_gap``."""
+    aa, sw = np.asarray(aa_robust, dtype=bool), np.asarray(sweep_robust, dtype=bool)
+    if aa.size == 0:
+        return CheckResult("sweep_vs_autoattack", None, "AutoAttack did not run.")
+    a, p = float(aa.mean()), float(sw.mean())
+    values = {"autoattack_accuracy": a, "sweep_accuracy": p, "gap": p - a, "max_gap": max_gap, "n": int(aa.size),
+              "eps": eps, "attack": attack, "samples_only_autoattack_broke": int(np.sum(sw & ~aa))}
+    if p - a > max_gap + 1e-12:
+        return CheckResult("sweep_vs_autoattack", False,
+                           f"{attack} accuracy {p:.3f} at eps {eps * 255:.3g}/255 is {p - a:.3f} above AutoAttack's "
+                           f"{a:.3f} on the same {aa.size} samples (allowed: {max_gap:.3f}, "
+                           f"eval.checks.sweep_vs_autoattack_max_gap): the sweep attack's gradients are masked "
+                           f"(e.g. scaled logits) or it is too weak, so its curve and ER overstate robustness. Use a "
+                           f"scale-invariant or stronger sweep (eval.sweep_attack: [apgd-ce, apgd-dlr], more "
+                           f"eval.sweep_steps or eval.restarts).", values)
+    return CheckResult("sweep_vs_autoattack", True, f"{attack} {p:.3f} is within {max_gap:.3f} of AutoAttack {a:.3f}.",
+                       values)
 
 
 def check_square(n_square_only: int, n: int, tolerance: float = 0.002, source: str = "AutoAttack") -> CheckResult:

@@ -235,8 +235,10 @@ class AutoAttackConfig(_Strict):
 
 
 class EvalChecksConfig(_Strict):
-    """Sanity checks against gradient masking (see ``rftbench.checks``), run on a probe: the
-    first ``probe_samples`` of the evaluation subset. ``large_eps``: ``None`` = Linf 1.0 / L2 the
+    """Sanity checks against gradient masking (see ``rftbench.checks``): ``monotone`` and
+    ``large_eps`` run on a probe, the first ``probe_samples`` of the evaluation subset; the
+    AutoAttack checks (``sweep_vs_autoattack`` with ``sweep_vs_autoattack_max_gap``) on
+    AutoAttack's samples. ``large_eps``: ``None`` = Linf 1.0 / L2 the
     image cube's diameter."""
 
     probe_samples: int = Field(64, ge=0, le=100_000_000)
@@ -244,6 +246,9 @@ class EvalChecksConfig(_Strict):
     large_eps_max_accuracy: float = Field(0.05, ge=0, le=1)
     monotone_tolerance: float = Field(0.02, ge=0, le=1)
     square_tolerance: float = Field(0.002, ge=0, le=1)
+    # the sweep attack's accuracy at the target eps may exceed AutoAttack's on the same samples by
+    # at most this much (honest models: PGD-10 a few to ~11 points above; masked ones: far more)
+    sweep_vs_autoattack_max_gap: float = Field(0.2, ge=0, le=1)
 
     _num = field_validator("large_eps", mode="before")(lambda v: _number(v))
 
@@ -255,7 +260,7 @@ class EvalConfig(_Strict):
 
     eps_grid: Optional[list[float]] = None  # default: num_points evenly from 0 to threat.eps
     num_points: int = Field(5, ge=2, le=10_000)
-    sweep_attack: str = "pgd"
+    sweep_attack: Union[str, list[str]] = "pgd"  # a list: the worst case per sample over these attacks
     sweep_steps: int = Field(10, ge=1, le=10_000)
     restarts: int = Field(1, ge=1, le=10_000)
     random_start: bool = False  # restart 0 from a random start too (further restarts always are)
@@ -266,6 +271,14 @@ class EvalConfig(_Strict):
     split: Literal["test", "val"] = "test"
     autoattack: AutoAttackConfig = Field(default_factory=AutoAttackConfig)
     checks: EvalChecksConfig = Field(default_factory=EvalChecksConfig)
+
+    @field_validator("sweep_attack")
+    @classmethod
+    def _sweep_attacks(cls, v):
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("sweep_attack needs one name (pgd) or a list of distinct names for the worst case "
+                             "([apgd-ce, apgd-dlr])")
+        return v
 
     @field_validator("eps_grid", mode="before")
     @classmethod

@@ -5,23 +5,26 @@ record (:mod:`rftbench.records`).
 
 It works on any model that maps [0,1] images (N,C,H,W) to logits (N, classes), also ones
 rftbench did not train, on the device it is given; it never imports the trainer. The
-evaluation subset is a fixed, seeded set of ``eval.n_samples`` indices of the split;
+evaluation subset is a fixed, seeded, class-stratified set of ``eval.n_samples`` indices of
+the split in a round-robin order over classes (:func:`rftbench.data.stratified_subset_indices`);
 AutoAttack covers its first ``eval.autoattack.n_samples``, the sanity probe its first
-``eval.checks.probe_samples``. Batches stream, so memory stays flat as the subset grows;
+``eval.checks.probe_samples``, so both see every class. Batches stream, so memory stays flat as the subset grows;
 AutoAttack runs in chunks of ``eval.autoattack.batch_size`` samples (a chunk is one
 pyautoattack evaluation), so a sample's result depends only on its chunk.
 
 Sharding (``shard=(i, N)``) evaluates one contiguous slice of the subset. Slices start at
 multiples of one block (the least common multiple of the evaluation and AutoAttack batch
 sizes), so every batch and chunk of a shard is one of the unsharded evaluation: merged shard
-records hold exactly the numbers of an unsharded evaluation.
+records hold exactly the numbers of an unsharded evaluation. An evaluation runs in those
+blocks too, which makes it interruptible and resumable (``state_path``, :mod:`rftbench.evalstate`).
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,11 +37,13 @@ from .attacks.startable import predict
 from .attacks.sweep import SweepSettings
 from .checks import default_large_eps
 from .config import ExperimentConfig
-from .data import eval_subset_indices, indices_sha256
+from .data import class_counts, dataset_labels, eval_subset_indices, indices_sha256
 from .errors import ConfigError, RecordError
+from .evalstate import EvaluationInterrupted, SignalGuard, read_state, write_state
 from .metrics import expected_robustness, resolve_distribution
 from .models import weights_sha256
-from .records import EvaluationRecord, SampleResults, library_versions, merge_records, summarize
+from .records import (EvaluationRecord, SampleResults, concat_samples, library_versions, merge_records, pack_array,
+                      summarize, unpack_array)
 
 __all__ = ["EvaluationRecord", "evaluate_model", "quick_robustness", "merge_records", "shard_range",
            "sweep_settings"]
@@ -66,7 +71,7 @@ def quick_robustness(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, 
     """Clean accuracy, accuracy under the sweep attack at the target eps (``{prefix}acc_pgd``, the
     name kept for the trainer's validation metrics) and ER on a small fixed subset."""
     was_training = model.training
-    idx = eval_subset_indices(len(dataset), cfg.train.val_samples, cfg.seed)
+    idx = eval_subset_indices(len(dataset), cfg.train.val_samples, cfg.seed, dataset_labels(dataset))
     grid = cfg.eps_grid()
     flags = pruned_sweep(model, _batches(dataset, idx, cfg.data.eval_batch_size), grid, sweep_settings(cfg), device)
     accs = flags.mean(0)
@@ -102,6 +107,7 @@ class _Plan:
     AutoAttack on positions [0, n_aa), the probe on [0, probe_samples)."""
 
     subset: np.ndarray
+    labels: np.ndarray | None  # of the split (None: the dataset does not say them; no stratification)
     start: int
     end: int
     run_aa: bool
@@ -134,6 +140,7 @@ def _settings(cfg: ExperimentConfig, sweep: SweepSettings, sample_shape: Sequenc
             "checks": {"probe_samples": ch.probe_samples, "large_eps": large,
                        "large_eps_attack": sweep.for_large_eps().to_dict(),
                        "large_eps_max_accuracy": ch.large_eps_max_accuracy,
+                       "sweep_vs_autoattack_max_gap": ch.sweep_vs_autoattack_max_gap,
                        "monotone_tolerance": ch.monotone_tolerance, "square_tolerance": ch.square_tolerance}}
 
 
@@ -146,25 +153,51 @@ def _plan(dataset: Dataset, cfg: ExperimentConfig, with_autoattack: bool | None,
     run_aa = (ec.autoattack.enabled if with_autoattack is None else with_autoattack) and cfg.threat.eps > 0
     check_autoattack_config(ec.autoattack.version, ec.autoattack.attacks, running=run_aa,
                             second_opinion=ec.autoattack.second_opinion)
-    subset = eval_subset_indices(len(dataset), ec.n_samples, ec.subset_seed)
+    labels = dataset_labels(dataset)
+    subset = eval_subset_indices(len(dataset), ec.n_samples, ec.subset_seed, labels)
     n_total = len(subset)
     start, end = (0, n_total) if shard is None else shard_range(n_total, shard, shard_block(cfg))
     n_aa = min(ec.autoattack.n_samples, n_total) if run_aa else 0
     sample_shape = tuple(dataset[int(subset[0])][0].shape) if n_total else (1, 1, 1)
-    return _Plan(subset, start, end, run_aa, n_aa, sweep, _settings(cfg, sweep, sample_shape, run_aa, n_aa))
+    return _Plan(subset, labels, start, end, run_aa, n_aa, sweep, _settings(cfg, sweep, sample_shape, run_aa, n_aa))
+
+
+def _part_info(plan: _Plan, n: int) -> dict[str, Any]:
+    """The subset's first ``n`` positions: size, hash, classes covered, samples per class."""
+    idx = plan.subset[:n]
+    out: dict[str, Any] = {"n": int(len(idx)), "positions": [0, int(len(idx))], "indices_sha256": indices_sha256(idx)}
+    if plan.labels is not None:
+        per_class = class_counts(plan.labels[idx])
+        split_classes = sorted(class_counts(plan.labels))
+        out.update({"classes_covered": len(per_class), "classes_in_split": len(split_classes),
+                    "missing_classes": [int(c) for c in split_classes if c not in per_class][:100],
+                    "per_class": per_class})
+    return out
+
+
+def _subset_meta(cfg: ExperimentConfig, dataset: Dataset, plan: _Plan) -> dict[str, Any]:
+    """The record's ``subset``: how the evaluation subset was drawn and its three parts."""
+    ec, n_total = cfg.eval, len(plan.subset)
+    probe = min(ec.checks.probe_samples, n_total)
+    return {"seed": ec.subset_seed, "indices_sha256": indices_sha256(plan.subset),
+            "n_requested": ec.n_samples, "size_of_split": len(dataset), "n_total": n_total,
+            "designated_size": n_total, "stratified": plan.labels is not None,
+            "order": ("class-stratified sample in a seeded round-robin order over classes: every prefix is "
+                      "class-balanced" if plan.labels is not None else "seeded random sample in seeded random order "
+                      "(the dataset does not expose its labels: not stratified)"),
+            "parts": {"evaluation": _part_info(plan, n_total), "autoattack": _part_info(plan, plan.n_aa),
+                      "probe": _part_info(plan, probe)}}
 
 
 def _meta(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, plan: _Plan, dataset_name: str, split: str,
           shard: tuple[int, int] | None) -> dict[str, Any]:
     """The record's description of what was evaluated and how (see :func:`records.record_meta`)."""
-    ec, n_total = cfg.eval, len(plan.subset)
+    ec = cfg.eval
     return {
         "model": {"arch": getattr(model, "arch", None), "weights_sha256": weights_sha256(model),
                   "class": type(model).__name__},
         "dataset": dataset_name, "split": split,
-        "subset": {"seed": ec.subset_seed, "indices_sha256": indices_sha256(plan.subset),
-                   "n_requested": ec.n_samples, "size_of_split": len(dataset), "n_total": n_total,
-                   "designated_size": n_total},
+        "subset": _subset_meta(cfg, dataset, plan),
         "shard": None if shard is None else {"index": shard[0], "count": shard[1], "positions": [plan.start, plan.end],
                                              "block": shard_block(cfg)},
         "threat_model": {"norm": cfg.threat.norm, "target_eps": cfg.threat.eps},
@@ -195,42 +228,109 @@ def _clean_again(model: nn.Module, batches, device) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, bool)
 
 
-def _measure(model: nn.Module, batches, cfg: ExperimentConfig, plan: _Plan, device, timings: dict[str, float],
-             reference: EvaluationRecord | None) -> SampleResults:
-    """Run every measurement of the evaluation on this shard's samples; the per-sample results."""
+def _measure_block(model: nn.Module, batches, cfg: ExperimentConfig, plan: _Plan, lo: int, hi: int, device,
+                   timings: dict[str, float]) -> tuple[SampleResults, np.ndarray]:
+    """Every measurement on subset positions [lo, hi) (one block): its per-sample results and
+    the clean correctness of a second pass."""
     ec = cfg.eval
+
+    def clock(key: str, t: float) -> None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
+
+    idx = plan.subset[lo:hi]
     t = time.perf_counter()
-    flags, labels = _sweep_keeping_labels(model, batches(plan.mine), cfg, plan, device)
-    timings["sweep_s"] = time.perf_counter() - t
-    # clean results again (a randomized or stateful model does not reproduce), and vs a reference
+    flags, labels = _sweep_keeping_labels(model, batches(idx), cfg, plan, device)
+    clock("sweep_s", t)
+    # clean results again (a randomized or stateful model does not reproduce)
     t = time.perf_counter()
-    clean_again = _clean_again(model, batches(plan.mine), device)
-    ref_info = None if reference is None else _compare_reference(reference, plan, clean_again, model)
-    timings["clean_recheck_s"] = time.perf_counter() - t
+    clean_again = _clean_again(model, batches(idx), device)
+    clock("clean_recheck_s", t)
     # the sanity probe on positions [0, probe_samples): a naive sweep and the attack at a very large eps
     t = time.perf_counter()
-    probe_idx = plan.prefix(ec.checks.probe_samples)
+    probe_idx = plan.subset[lo:max(lo, min(hi, ec.checks.probe_samples))]
     probe_raw = naive_sweep(model, batches(probe_idx), cfg.eps_grid(), plan.sweep, device)
     probe_large = robust_at(model, batches(probe_idx), plan.settings["checks"]["large_eps"],
                             plan.sweep.for_large_eps(), device) & probe_raw[:, 0]
-    timings["sanity_probe_s"] = time.perf_counter() - t
+    clock("sanity_probe_s", t)
     # AutoAttack on positions [0, n_aa), in chunks
-    aa = _autoattack(model, batches(plan.prefix(plan.n_aa), ec.autoattack.batch_size), cfg, device, timings)
-    return SampleResults(start=plan.start, indices=plan.mine.astype(np.int64), labels=labels, sweep_flags=flags,
-                         probe_raw=probe_raw, probe_large=probe_large,
-                         clean_recheck_mismatch=int(np.sum(clean_again != flags[:, 0])), reference=ref_info, **aa)
+    aa_idx = plan.subset[lo:max(lo, min(hi, plan.n_aa))]
+    aa = _autoattack(model, batches(aa_idx, ec.autoattack.batch_size), cfg, device, timings)
+    res = SampleResults(start=lo, indices=idx.astype(np.int64), labels=labels, sweep_flags=flags,
+                        probe_raw=probe_raw, probe_large=probe_large,
+                        clean_recheck_mismatch=int(np.sum(clean_again != flags[:, 0])), **aa)
+    return res, clean_again
+
+
+def _block_ranges(plan: _Plan, block: int) -> list[tuple[int, int]]:
+    """This run's positions [start, end) cut into blocks at multiples of ``block``."""
+    return [(b, min(b + block, plan.end)) for b in range(plan.start, plan.end, block)] or [(plan.start, plan.start)]
+
+
+def _measure(model: nn.Module, batches, cfg: ExperimentConfig, plan: _Plan, device, timings: dict[str, float],
+             reference: EvaluationRecord | None, state: "_State") -> SampleResults:
+    """Run every measurement block by block (skipping blocks the state holds), saving the
+    state after each block and stopping at a block boundary when a signal asked for it."""
+    ranges = _block_ranges(plan, shard_block(cfg))
+    done = state.load(timings)
+    with SignalGuard(enabled=state.path is not None) as guard:
+        for k, (lo, hi) in enumerate(ranges):
+            if k < len(done):
+                continue
+            done.append(_measure_block(model, batches, cfg, plan, lo, hi, device, timings))
+            state.save(done, timings)
+            if state.on_block is not None:
+                state.on_block(k + 1, len(ranges))
+            if guard.requested and k + 1 < len(ranges):
+                raise EvaluationInterrupted(
+                    f"{guard.requested} received: evaluation stopped after {k + 1} of {len(ranges)} blocks, saved in "
+                    f"{state.path}; resume with `rftbench evaluate CONFIG --resume` (or `rftbench train CONFIG "
+                    f"--resume RUN_ID`).")
+    samples = concat_samples([r for r, _ in done])
+    samples.start = plan.start
+    clean_again = np.concatenate([c for _, c in done])
+    samples.reference = None if reference is None else _compare_reference(reference, plan, clean_again, model)
+    return samples
+
+
+@dataclass
+class _State:
+    """The resumable state of one evaluation: finished blocks, kept in ``path`` (None: not kept)."""
+
+    path: Any
+    fingerprint: dict[str, Any]
+    on_block: Any = None
+    t0: float = field(default_factory=time.perf_counter)
+    elapsed_before: float = 0.0  # seconds the saved blocks took
+
+    def load(self, timings: dict[str, float]) -> list[tuple[SampleResults, np.ndarray]]:
+        if self.path is None:
+            return []
+        blocks, saved_timings = read_state(self.path, self.fingerprint)
+        self.elapsed_before = float(saved_timings.pop("elapsed_s", 0.0))
+        timings.update(saved_timings)
+        return [(SampleResults.from_json(b["samples"]), unpack_array(b["clean_again"])) for b in blocks]
+
+    def save(self, done: list[tuple[SampleResults, np.ndarray]], timings: dict[str, float]) -> None:
+        if self.path is not None:
+            elapsed = self.elapsed_before + time.perf_counter() - self.t0
+            write_state(self.path, self.fingerprint, [{"samples": r.to_json(), "clean_again": pack_array(c)}
+                                                      for r, c in done], {**timings, "elapsed_s": elapsed})
 
 
 def evaluate_model(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, *, device: torch.device | str,
                    dataset_name: str, split: str, with_autoattack: bool | None = None,
                    shard: tuple[int, int] | None = None,
-                   reference: EvaluationRecord | None = None) -> EvaluationRecord:
+                   reference: EvaluationRecord | None = None, state_path: str | Path | None = None,
+                   on_block: Callable[[int, int], None] | None = None) -> EvaluationRecord:
     """Evaluate ``model`` (on ``device``) on the fixed seeded subset of ``dataset`` (the ``split`` of
     ``dataset_name``) as ``cfg.eval`` says, in the threat model ``cfg.threat``; ``shard=(i, N)``
     evaluates slice i of N (merge with :func:`merge_records`).
 
     ``reference``: a stored record of this model on this subset; its per-sample clean results
-    must reproduce (check ``clean_reproduces_reference``).
+    must reproduce (check ``clean_reproduces_reference``). ``state_path``: keep the finished
+    blocks there (and continue after those it holds); SIGTERM / SIGINT then stop at the next
+    block boundary with :class:`~rftbench.evalstate.EvaluationInterrupted`; the file is removed
+    when the evaluation completes. ``on_block(done, total)`` is called after each block.
     """
     t0 = time.perf_counter()
     plan = _plan(dataset, cfg, with_autoattack, shard)
@@ -240,11 +340,18 @@ def evaluate_model(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, *,
 
     timings: dict[str, float] = {}
     model.eval()
-    with input_gradients_only(model):
-        samples = _measure(model, batches, cfg, plan, device, timings, reference)
     meta = _meta(model, dataset, cfg, plan, dataset_name, split, shard)
-    timings["total_s"] = time.perf_counter() - t0
-    return summarize(meta, samples, timings)
+    path = None if state_path is None else Path(state_path)
+    fingerprint = {k: meta[k] for k in ("model", "dataset", "split", "subset", "shard", "threat_model", "settings",
+                                        "seeds")}
+    state = _State(path, fingerprint, on_block, t0)
+    with input_gradients_only(model):
+        samples = _measure(model, batches, cfg, plan, device, timings, reference, state)
+    timings["total_s"] = state.elapsed_before + time.perf_counter() - t0
+    record = summarize(meta, samples, timings)
+    if path is not None:
+        path.unlink(missing_ok=True)
+    return record
 
 
 def _autoattack(model: nn.Module, chunks, cfg: ExperimentConfig, device, timings: dict[str, float]) -> dict[str, Any]:
@@ -275,12 +382,13 @@ def _autoattack(model: nn.Module, chunks, cfg: ExperimentConfig, device, timings
                                                         version=ec.autoattack.version, num_classes=num_classes,
                                                         seed=cfg.seed))
             t_ta += time.perf_counter() - t
+    if second:
+        out["ta_flags"] = np.concatenate(ta_parts) if ta_parts else np.zeros(0, bool)
     if parts:
         out["aa_broken_by"] = np.concatenate(parts)
-        timings["autoattack_s"] = t_aa
+        timings["autoattack_s"] = timings.get("autoattack_s", 0.0) + t_aa
         if second:
-            out["ta_flags"] = np.concatenate(ta_parts)
-            timings["autoattack_torchattacks_s"] = t_ta
+            timings["autoattack_torchattacks_s"] = timings.get("autoattack_torchattacks_s", 0.0) + t_ta
     return out
 
 

@@ -7,11 +7,13 @@ known good (:func:`rftbench.validation.validate_names`, then :func:`rftbench.set
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from .config import ExperimentConfig, dump_config
+from .errors import RecordError
 from .evaluate import EvaluationRecord, evaluate_model
 from .models import weights_sha256
 from .plots import plot_robustness_curves
@@ -69,7 +71,7 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
         result = train(cfg, run_dir=rdir, task=task, tracker=tracker, resume=resume_run_id is not None,
                        callbacks=callbacks, progress=progress)
         _log_training(tracker, result)
-        record = _evaluate_and_log(tracker, cfg, task, result, rdir) if evaluate else None
+        record = _evaluate_and_log(tracker, cfg, task, result, rdir, resume_run_id is not None) if evaluate else None
         return ExperimentResult(tracker.run_id, result, record, rdir)
 
 
@@ -97,10 +99,13 @@ def _log_training(tracker: Tracker, result: TrainResult) -> None:
 
 
 def _evaluate_and_log(tracker: Tracker, cfg: ExperimentConfig, task: Task, result: TrainResult,
-                      rdir: Path) -> EvaluationRecord:
+                      rdir: Path, resume: bool = False) -> EvaluationRecord:
     split = cfg.eval.split
+    state = rdir / "evaluation.state.json"  # finished blocks of an interrupted evaluation; resumed with the run
+    if not resume:
+        state.unlink(missing_ok=True)
     record = evaluate_model(result.model, task.splits.split(split), cfg, device=task.device,
-                            dataset_name=cfg.data.name, split=split)
+                            dataset_name=cfg.data.name, split=split, state_path=state)
     record.data["train"] = {"wall_time_s": result.wall_time_s, "attack_steps": result.attack_steps,
                             "total_steps": result.total_steps, "schedule": result.info["schedule"]}
     record.data["mlflow_run_id"] = tracker.run_id
@@ -117,13 +122,26 @@ def _evaluate_and_log(tracker: Tracker, cfg: ExperimentConfig, task: Task, resul
 
 
 def _record_tags(record: EvaluationRecord) -> dict[str, Any]:
-    return {"rftbench.certified": record["certified"], "rftbench.er_name": record["expected_robustness"]["name"],
+    return {"rftbench.certified": record["certified"], "rftbench.flagged": bool(record.data.get("flagged", False)),
+            "rftbench.er_name": record["expected_robustness"]["name"],
             "rftbench.warnings": " | ".join(record["warnings"])[:5000]}
+
+
+def evaluation_state_path(cfg: ExperimentConfig, out: str | Path | None = None,
+                          shard: tuple[int, int] | None = None) -> Path:
+    """Where ``rftbench evaluate`` keeps the resumable state of an evaluation: beside ``out``
+    (``OUT.state.json``), else ``output_dir/evaluations/<name>-<config hash>[-shard-i-of-N].state.json``."""
+    if out is not None:
+        return Path(str(out) + ".state.json")
+    digest = hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:10]
+    suffix = f"-shard-{shard[0]}-of-{shard[1]}" if shard else ""
+    return Path(cfg.output_dir) / "evaluations" / f"{cfg.name}-{digest}{suffix}.state.json"
 
 
 def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, log: bool = True,
                     out: str | Path | None = None, shard: tuple[int, int] | None = None,
-                    reference: EvaluationRecord | None = None) -> tuple[EvaluationRecord, Optional[str]]:
+                    reference: EvaluationRecord | None = None, resume: bool = False,
+                    on_block: Any = None) -> tuple[EvaluationRecord, Optional[str]]:
     """Evaluate ``cfg.model`` as it is (no training) on ``cfg.eval.split`` of ``cfg.data``.
 
     Works on any registry model (``file:``, ``timm:``, ...); a ``file:`` checkpoint keeps its own
@@ -131,15 +149,34 @@ def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, l
     (``evaluation-shard`` for ``shard=(i, N)``: merge the shard records with ``rftbench evaluate
     merge``); returns the record and the run id. ``reference``: a stored record whose clean
     results must reproduce.
+
+    The finished blocks are kept in :func:`evaluation_state_path`: SIGTERM / SIGINT stop the
+    evaluation at a block boundary (an MLflow run then records it as KILLED) and ``resume``
+    continues from them with the numbers of an uninterrupted evaluation.
     """
     load_plugins(cfg)
+    state = evaluation_state_path(cfg, out, shard)
+    if resume and not state.is_file():
+        raise RecordError(f"no saved evaluation state at {state} to resume from; evaluate without --resume "
+                          f"(with the same config, --out and --shard as the interrupted evaluation).")
+    if not resume:
+        state.unlink(missing_ok=True)
     task = build_task(cfg, keep_head=True)
     split = cfg.eval.split
-    record = evaluate_model(task.model, task.splits.split(split), cfg, device=task.device,
-                            dataset_name=cfg.data.name, split=split, shard=shard, reference=reference)
+    name = f"eval:{cfg.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
+    try:
+        record = evaluate_model(task.model, task.splits.split(split), cfg, device=task.device,
+                                dataset_name=cfg.data.name, split=split, shard=shard, reference=reference,
+                                state_path=state, on_block=on_block)
+    except KeyboardInterrupt:
+        if log:  # a run that says what happened and where the state is; it ends KILLED
+            with start_run(cfg.experiment, name, uri=tracking_uri,
+                           tags={"rftbench.kind": "evaluation", "rftbench.model": cfg.model.name,
+                                 "rftbench.eval_state": str(state.resolve())}):
+                raise
+        raise
     run_id = None
     if log:
-        name = f"eval:{cfg.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
         run_id = log_evaluation_record(record, experiment=cfg.experiment, run_name=name, params=cfg.flat(),
                                        tags={"rftbench.model": cfg.model.name}, uri=tracking_uri)
     if out is not None:

@@ -28,7 +28,7 @@ import numpy as np
 from . import __version__
 from .attacks.sweep import describe_sweep
 from .checks import (CheckResult, check_autoattack_vs_pgd, check_clean_reproduces, check_large_eps,
-                     check_monotone, check_square)
+                     check_monotone, check_square, check_sweep_vs_autoattack)
 from .errors import RecordError
 from .metrics import er_name, expected_robustness
 
@@ -213,11 +213,14 @@ def _autoattack_part(meta: dict[str, Any], s: SampleResults, grid: list[float], 
     aa_st = st.get("autoattack")
     if aa_st is None or not len(s.aa_broken_by):
         return None, False, [check_autoattack_vs_pgd(np.zeros(0, bool), np.zeros(0, bool), target, target),
+                             check_sweep_vs_autoattack(np.zeros(0, bool), np.zeros(0, bool), target, 0.0),
                              check_square(0, 0)]
     n_aa, aa_eps = len(s.aa_broken_by), aa_st["eps"]
     j = max(i for i, e in enumerate(grid) if e <= aa_eps + 1e-12)
     aa = _aa_summary(aa_st, s, s.sweep_flags[:n_aa, j], grid[j])
-    checks = [check_autoattack_vs_pgd(s.aa_broken_by == 0, s.sweep_flags[:n_aa, j], aa_eps, grid[j], attack)]
+    checks = [check_autoattack_vs_pgd(s.aa_broken_by == 0, s.sweep_flags[:n_aa, j], aa_eps, grid[j], attack),
+              check_sweep_vs_autoattack(s.aa_broken_by == 0, s.sweep_flags[:n_aa, j], grid[j],
+                                        st["checks"].get("sweep_vs_autoattack_max_gap", 0.2), attack)]
     if "square" in s.aa_attacks:
         k = s.aa_attacks.index("square")
         checks.append(check_square(int(np.sum(s.aa_broken_by == 2 + k)), n_aa, st["checks"]["square_tolerance"],
@@ -243,6 +246,19 @@ def _clean_checks(s: SampleResults) -> list[CheckResult]:
     return checks
 
 
+def _subsets_used(meta: dict[str, Any]) -> dict[str, Any]:
+    """Which subset each number used: the evaluation subset (clean, sweep, ER, clean
+    re-check), AutoAttack's prefix (AutoAttack and its checks), the probe's prefix (monotone,
+    large_eps); each with its hash, classes covered and samples per class (from ``meta``)."""
+    sub = meta["subset"]
+    used = {"evaluation": ["clean_accuracy", "sweep", "expected_robustness", "checks.clean_reproduces"],
+            "autoattack": ["autoattack", "checks.autoattack_vs_pgd", "checks.sweep_vs_autoattack",
+                           "checks.square_vs_whitebox"],
+            "probe": ["checks.monotone", "checks.large_eps"]}
+    parts = sub.get("parts") or {}
+    return {name: {**copy.deepcopy(parts.get(name, {})), "used_by": used[name]} for name in used}
+
+
 def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -> EvaluationRecord:
     """The full record (numbers, checks, warnings, ``certified``) from ``meta`` and per-sample results.
 
@@ -259,6 +275,7 @@ def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -
               check_large_eps(s.probe_large, cs["large_eps"], cs["large_eps_max_accuracy"])]
     aa, certified, aa_checks = _autoattack_part(meta, s, grid, attack)
     checks += aa_checks + _clean_checks(s)
+    flagged = any(c.passed is False for c in checks)
     library_warnings = aa["library_warnings"] if aa else []
     record: dict[str, Any] = {
         "rftbench_record": RECORD_FORMAT,
@@ -269,7 +286,10 @@ def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -
         "expected_robustness": {"value": er, "distribution": dist, "eps_max": grid[-1],
                                 "name": er_name(grid, dist, attack), "attack": attack, "grid": grid},
         "autoattack": aa,
-        "certified": certified,
+        # certified: AutoAttack standard on the whole designated subset at the target eps AND no check failed
+        "certified": bool(certified and not flagged),
+        "flagged": flagged,
+        "subsets": _subsets_used(meta),
         "checks": {c.name: c.to_dict() for c in checks},
         "seeds": copy.deepcopy(meta["seeds"]),
         "versions": copy.deepcopy(meta["versions"]),
@@ -350,6 +370,11 @@ def _concat_samples(parts: list[SampleResults]) -> SampleResults:
                          clean_recheck_mismatch=sum(p.clean_recheck_mismatch for p in parts),
                          reference=reference, aa_attacks=next((p.aa_attacks for p in parts if p.aa_attacks), []),
                          aa_n_target_classes=n_tc, aa_library_warnings=lib_warnings)
+
+
+def concat_samples(parts: list[SampleResults]) -> SampleResults:
+    """The per-sample results of consecutive parts (shards, blocks) as one (``start`` 0)."""
+    return _concat_samples(parts)
 
 
 def merge_records(records: Sequence[EvaluationRecord]) -> EvaluationRecord:

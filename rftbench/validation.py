@@ -33,7 +33,8 @@ def validate_names(cfg: ExperimentConfig) -> None:
     _check_augment(cfg)
     create_schedule(cfg.schedule.name, cfg.schedule.params)
     create_objective(cfg.train.objective)
-    SWEEP_ATTACKS.get(cfg.eval.sweep_attack)
+    for name in ([cfg.eval.sweep_attack] if isinstance(cfg.eval.sweep_attack, str) else cfg.eval.sweep_attack):
+        SWEEP_ATTACKS.get(name)
     resolve_distribution(cfg.eval.distribution)
 
 

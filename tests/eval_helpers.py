@@ -73,3 +73,22 @@ class NoisyModel(nn.Module):
     def forward(self, x):
         out = self.base(x)
         return out + self.scale * torch.randn(out.shape, generator=self.gen).to(out.device)
+
+
+class LogitScaledModel(nn.Module):
+    """``base`` with its logits multiplied by ``scale`` (1e4): the same predictions, but the
+    softmax saturates, so cross-entropy gradients vanish (in float32) and CE attacks (PGD,
+    APGD-CE) cannot move; scale-invariant losses (DLR, AutoAttack's APGD-T) still can."""
+
+    def __init__(self, base: nn.Module, scale: float = 1e4):
+        super().__init__()
+        self.base, self.scale = base, scale
+
+    def forward(self, x):
+        return self.base(x) * self.scale
+
+
+def masked_models(base: nn.Module) -> dict[str, nn.Module]:
+    """The three masked defences the evaluator must flag (and never certify)."""
+    return {"logit_scaling": LogitScaledModel(base).eval(), "zero_gradient_quantisation": QuantizedInputModel(base).eval(),
+            "random_noise": NoisyModel(base, scale=5.0).eval()}

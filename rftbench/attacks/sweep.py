@@ -48,7 +48,7 @@ class SweepSettings:
     APGD always does). ``seed`` seeds every random start, per sample.
     """
 
-    attack: str = "pgd"
+    attack: str | tuple[str, ...] = "pgd"  # several names: the worst case per sample (:class:`WorstCaseSweep`)
     norm: Norm = "Linf"
     steps: int = 10
     step_ratio: Optional[float] = None
@@ -62,7 +62,13 @@ class SweepSettings:
         if self.steps < 1 or self.restarts < 1:
             raise ConfigError(f"a sweep attack needs steps >= 1 and restarts >= 1, got {self.steps} and "
                               f"{self.restarts}.")
-        cls = SWEEP_ATTACKS.get(self.attack)
+        if isinstance(self.attack, (list, tuple)):
+            names = tuple(self.attack)
+            if not names:
+                raise ConfigError("eval.sweep_attack is an empty list; name one attack (pgd) or several for the "
+                                  "worst case ([apgd-ce, apgd-dlr]).")
+            object.__setattr__(self, "attack", names[0] if len(names) == 1 else names)
+        cls = WorstCaseSweep if isinstance(self.attack, tuple) else SWEEP_ATTACKS.get(self.attack)
         cls.check(self)
         # the attack's defaults, written out so that the settings say what runs
         object.__setattr__(self, "step_ratio", cls.resolved_step_ratio(self))
@@ -70,7 +76,14 @@ class SweepSettings:
 
     @property
     def implementation(self) -> "SweepAttack":
+        if isinstance(self.attack, tuple):
+            return WorstCaseSweep(self)
         return SWEEP_ATTACKS.get(self.attack)(self)
+
+    @property
+    def attack_names(self) -> tuple[str, ...]:
+        """The sweep attack's name(s): one, or those of a worst case."""
+        return self.attack if isinstance(self.attack, tuple) else (self.attack,)
 
     def describe(self) -> str:
         """Short name for the ER name: ``PGD-10``, ``L2-PGD-20+rs``, ``PGD-10x3``, ``APGD-CE-10``."""
@@ -82,7 +95,8 @@ class SweepSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SweepSettings":
-        return cls(attack=d["attack"], norm=d["norm"], steps=int(d["steps"]), step_ratio=d.get("step_size_ratio"),
+        attack = tuple(d["attack"]) if isinstance(d["attack"], list) else d["attack"]
+        return cls(attack=attack, norm=d["norm"], steps=int(d["steps"]), step_ratio=d.get("step_size_ratio"),
                    restarts=int(d.get("restarts", 1)), random_start=bool(d.get("random_start", False)),
                    seed=int(d.get("seed", 0)))
 
@@ -113,6 +127,7 @@ class SweepAttack:
 
     label: ClassVar[str] = ""
     always_random_start: ClassVar[bool] = False
+    adapts_step: ClassVar[bool] = False  # True: takes no step_size_ratio (APGD)
 
     def __init__(self, settings: SweepSettings):
         self.settings = settings
@@ -218,6 +233,7 @@ class APGDCESweep(SweepAttack):
     label = "APGD-CE"
     loss = "ce"
     always_random_start = True
+    adapts_step = True
 
     @classmethod
     def check(cls, s: SweepSettings) -> None:
@@ -248,3 +264,56 @@ class APGDDLRSweep(APGDCESweep):
 
     label = "APGD-DLR"
     loss = "dlr"
+
+
+class WorstCaseSweep(SweepAttack):
+    """Several sweep attacks as one (``SweepSettings.attack`` a tuple of names, e.g.
+    ``(apgd-ce, apgd-dlr)``): a sample is robust at eps only if it survives every one of them
+    (each attacks the survivors of the previous ones). Each attack's randomness is per sample,
+    so the worst case is too, and the pruned sweep stays exact. A scale-invariant loss (DLR)
+    beside CE catches models whose CE gradients vanish (logits scaled up)."""
+
+    def __init__(self, settings: SweepSettings):
+        super().__init__(settings)
+        self.parts = [SWEEP_ATTACKS.get(n)(self.part_settings(settings, n)) for n in settings.attack]
+
+    @staticmethod
+    def part_settings(s: SweepSettings, name: str) -> SweepSettings:
+        cls = SWEEP_ATTACKS.get(name)
+        return dataclasses.replace(s, attack=name, step_ratio=None if cls.adapts_step else s.step_ratio,
+                                   random_start=s.random_start and not cls.always_random_start)
+
+    @classmethod
+    def check(cls, s: SweepSettings) -> None:
+        if len(set(s.attack)) != len(s.attack):
+            raise ConfigError(f"eval.sweep_attack lists an attack twice: {list(s.attack)}.")
+        classes = [SWEEP_ATTACKS.get(n) for n in s.attack]
+        if s.step_ratio is not None and all(c.adapts_step for c in classes):
+            raise ConfigError(f"eval.step_size_ratio sets PGD's step size; none of {list(s.attack)} takes it. "
+                              f"Remove eval.step_size_ratio.")
+
+    @classmethod
+    def resolved_step_ratio(cls, s: SweepSettings) -> Optional[float]:
+        ratios = [SWEEP_ATTACKS.get(n).resolved_step_ratio(cls.part_settings(s, n)) for n in s.attack]
+        return next((r for r in ratios if r is not None), None)
+
+    def describe(self) -> str:
+        return "worst(" + "|".join(p.describe() for p in self.parts) + ")"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "attack": list(self.settings.attack), "library": "torchattacks",
+                "worst_case_of": [p.to_dict() for p in self.parts],
+                "rule": "robust at eps only if the sample survives every listed attack"}
+
+    def robust(self, model, x, y, indices, eps, first_grad=None):
+        """Robust under every part (each on the survivors of the previous ones)."""
+        if eps <= 0:
+            return predict(model, x) == y
+        alive = torch.ones(len(y), dtype=torch.bool, device=y.device)
+        idx_np = np.asarray(indices)
+        for part in self.parts:
+            pos = alive.nonzero().flatten()
+            if len(pos) == 0:
+                break
+            alive[pos] = part.robust(model, x[pos], y[pos], idx_np[pos.cpu().numpy()], eps)
+        return alive

@@ -19,7 +19,7 @@ def record_summary(record: Any) -> dict[str, Any]:
             "sweep_attack": r["sweep"].get("attack"), "acc_sweep_at_target": r["sweep"]["accuracy"][-1],
             "acc_autoattack": aa.get("accuracy"), "autoattack_n": aa.get("n_samples"),
             "expected_robustness": r["expected_robustness"]["value"], "er_name": r["expected_robustness"]["name"],
-            "certified": r["certified"], "warnings": list(r["warnings"])}
+            "certified": r["certified"], "flagged": bool(r.get("flagged", False)), "warnings": list(r["warnings"])}
 
 
 def print_record_summary(record: Any, run_id: str | None = None) -> None:
@@ -27,7 +27,7 @@ def print_record_summary(record: Any, run_id: str | None = None) -> None:
     aa = "n/a" if s["acc_autoattack"] is None else f"{s['acc_autoattack']:.4f} (n={s['autoattack_n']})"
     console.print(f"clean {s['acc_clean']:.4f}  {s['sweep_attack']}@target {s['acc_sweep_at_target']:.4f}  "
                   f"AutoAttack {aa}  {escape(s['er_name'])} {s['expected_robustness']:.4f}  n={s['n_samples']}"
-                  f"{'  certified' if s['certified'] else ''}" + (f"  (MLflow run {run_id})" if run_id else ""))
+                  f"{'  certified' if s['certified'] else ''}{'  FLAGGED' if s['flagged'] else ''}" + (f"  (MLflow run {run_id})" if run_id else ""))
     for w in s["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {escape(w)}")
 
@@ -73,7 +73,8 @@ def cmd_evaluate(args) -> int:
     cfg = load_config(args.config[0], overrides)
     shard = parse_shard(args.shard) if args.shard else None
     reference = EvaluationRecord.load(args.reference) if args.reference else None
-    record, run_id = evaluate_config(cfg, log=not args.no_log, out=args.out, shard=shard, reference=reference)
+    record, run_id = evaluate_config(cfg, log=not args.no_log, out=args.out, shard=shard, reference=reference,
+                                     resume=args.resume)
     if args.json:
         print_json({**record.data, "mlflow_run_id": run_id})
     else:
@@ -126,5 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_set_flag(e)
     e.add_argument("--out", help="write the evaluation record JSON here")
     e.add_argument("--no-log", action="store_true", help="do not log to MLflow")
+    e.add_argument("--resume", action="store_true", help="continue an interrupted evaluation from its saved blocks "
+                   "(same config, --out and --shard)")
     add_json_flag(e)
     e.set_defaults(func=cmd_evaluate)

@@ -8,8 +8,9 @@ layouts; ``imagefolder`` (any class-per-folder tree); ``digits`` (embedded, no d
 :mod:`.archives`, :mod:`.folder`, :mod:`.digits`; transforms in :mod:`.transforms`.
 """
 from .core import (DATASET_META, DATASETS, DatasetFactory, DatasetMeta, EpochSampler, ImageView, Part, Splits,
-                   TensorImageDataset, assemble_splits, build_splits, data_root, eval_subset_indices,
-                   indices_sha256, per_class_split, register_dataset, stratified_split, take_options)
+                   TensorImageDataset, assemble_splits, build_splits, class_counts, data_root, dataset_labels,
+                   eval_subset_indices, indices_sha256, per_class_split, register_dataset, stratified_split,
+                   stratified_subset_indices, take_options)
 from . import archives, digits, folder, torchvision_sets  # noqa: F401  (register the datasets)
 from .catalog import describe_datasets
 from .augment import AUGMENTATIONS, resolve_augment
@@ -17,6 +18,6 @@ from .augment import AUGMENTATIONS, resolve_augment
 __all__ = [
     "DATASETS", "DATASET_META", "DatasetFactory", "DatasetMeta", "EpochSampler", "ImageView", "Part", "Splits",
     "TensorImageDataset", "assemble_splits", "build_splits", "data_root", "describe_datasets",
-    "eval_subset_indices", "indices_sha256", "per_class_split", "register_dataset", "stratified_split",
-    "take_options", "AUGMENTATIONS", "resolve_augment",
+    "class_counts", "dataset_labels", "eval_subset_indices", "indices_sha256", "stratified_subset_indices",
+    "per_class_split", "register_dataset", "stratified_split", "take_options", "AUGMENTATIONS", "resolve_augment",
 ]

@@ -226,12 +226,86 @@ def indices_sha256(indices: Sequence[int]) -> str:
     return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()
 
 
-def eval_subset_indices(n_total: int, n_samples: int, seed: int) -> np.ndarray:
-    """A fixed, seeded evaluation subset: ``min(n_samples, n_total)`` sorted indices."""
-    if n_samples >= n_total:
-        return np.arange(n_total)
+def eval_subset_indices(n_total: int, n_samples: int, seed: int, labels: Sequence[int] | None = None) -> np.ndarray:
+    """A fixed, seeded evaluation subset of ``min(n_samples, n_total)`` indices.
+
+    With ``labels`` (one per sample of the split) it is class-stratified
+    (:func:`stratified_subset_indices`): every class when ``n_samples`` >= the number of
+    classes, in an interleaved order whose every prefix is class-balanced. Without, a seeded
+    random sample in a seeded random order.
+    """
+    if labels is not None:
+        return stratified_subset_indices(labels, n_samples, seed)
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_total, size=n_samples, replace=False))
+    return rng.permutation(n_total)[:min(n_samples, n_total)]
+
+
+def _class_quotas(counts: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Samples to take per class: one of every class first (of ``n`` seeded classes, weighted
+    by size, when ``n`` < classes), the rest proportional to class size (largest remainder)."""
+    k = len(counts)
+    if n >= counts.sum():
+        return counts.copy()
+    if n < k:
+        quota = np.zeros(k, np.int64)
+        quota[rng.choice(k, size=n, replace=False, p=counts / counts.sum())] = 1
+        return quota
+    quota = np.minimum(counts, 1)
+    while quota.sum() < n:
+        room = counts - quota
+        share = (n - quota.sum()) * room / room.sum()
+        add = np.minimum(np.floor(share).astype(np.int64), room)
+        if add.sum() == 0:  # the remainder: to the largest fractional shares (ties by seeded order)
+            order = np.lexsort((rng.permutation(k), -(share - np.floor(share))))
+            add[order[:n - quota.sum()]] = 1
+            add = np.minimum(add, room)
+        quota += add
+    return quota
+
+
+def stratified_subset_indices(labels: Sequence[int], n_samples: int, seed: int) -> np.ndarray:
+    """A seeded, class-stratified sample of ``min(n_samples, len(labels))`` indices of a split
+    (every class when ``n_samples`` >= classes, the rest proportional to class size), in a
+    seeded interleaved order: round r holds the r-th sample of every class that has one, the
+    classes in a seeded order. So every prefix of it (AutoAttack's, the probe's) covers as many
+    classes as it can, with per-class counts that differ by at most one while classes last."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = _class_quotas(counts, min(n_samples, len(labels)), rng)
+    class_order = rng.permutation(len(classes))
+    rank, pos, chosen = [], [], []
+    for ci in range(len(classes)):
+        members = np.flatnonzero(labels == classes[ci])
+        take = rng.permutation(members)[:quota[ci]]
+        chosen.append(take)
+        rank.append(np.arange(len(take)))
+        pos.append(np.full(len(take), int(np.flatnonzero(class_order == ci)[0])))
+    if not chosen:
+        return np.zeros(0, np.int64)
+    idx, r, p = np.concatenate(chosen), np.concatenate(rank), np.concatenate(pos)
+    return idx[np.lexsort((p, r))].astype(np.int64)
+
+
+def class_counts(labels: Sequence[int]) -> dict[str, int]:
+    """Samples per class (keys: the class labels as strings, for JSON)."""
+    classes, counts = np.unique(np.asarray(labels, dtype=np.int64), return_counts=True)
+    return {str(int(c)): int(n) for c, n in zip(classes, counts)}
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray | None:
+    """Every label of ``dataset`` without decoding images where it says them (``targets``/
+    ``labels``, through ``torch.utils.data.Subset``); else None."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        inner = dataset_labels(dataset.dataset)
+        return None if inner is None else inner[np.asarray(dataset.indices, dtype=np.int64)]
+    for attr in ("targets", "labels"):
+        v = getattr(dataset, attr, None)
+        if v is not None and not callable(v):
+            arr = np.asarray(v.tolist() if isinstance(v, torch.Tensor) else v)
+            if arr.ndim == 1 and len(arr) == len(dataset) and np.issubdtype(arr.dtype, np.integer):
+                return arr.astype(np.int64)
+    return None
 
 
 @dataclass

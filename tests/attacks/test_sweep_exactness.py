@@ -107,7 +107,22 @@ SETTINGS = {
     "apgd-ce-linf": (SweepSettings("apgd-ce", "Linf", steps=10, restarts=2, seed=3), [0, 0.02, 0.04, 0.07, 0.1]),
     "apgd-ce-l2": (SweepSettings("apgd-ce", "L2", steps=6, restarts=1, seed=1), [0, 0.4, 0.8, 1.2, 2.0]),
     "apgd-dlr-linf": (SweepSettings("apgd-dlr", "Linf", steps=8, restarts=2, seed=2), [0, 0.02, 0.04, 0.07, 0.1]),
+    "worst-pgd-apgd-dlr": (SweepSettings(("pgd", "apgd-dlr"), "Linf", steps=4, restarts=2, random_start=True, seed=3),
+                           [0, 0.02, 0.04, 0.07, 0.1]),
 }
+
+
+def test_worst_case_is_the_and_of_its_attacks(source):
+    """A sample is robust under [a, b] exactly when a and b alone both leave it robust."""
+    model, x, y, idx = source
+    both = SweepSettings(("apgd-ce", "apgd-dlr"), "Linf", steps=6, seed=1)
+    ce, dlr = SweepSettings("apgd-ce", "Linf", steps=6, seed=1), SweepSettings("apgd-dlr", "Linf", steps=6, seed=1)
+    w = both.robust(model, x, y, idx, 0.04)
+    assert torch.equal(w, ce.robust(model, x, y, idx, 0.04) & dlr.robust(model, x, y, idx, 0.04))
+    assert both.describe() == "worst(APGD-CE-6|APGD-DLR-6)" and both.to_dict()["attack"] == ["apgd-ce", "apgd-dlr"]
+    assert SweepSettings.from_dict(both.to_dict()) == both
+    mixed = SweepSettings(("pgd", "apgd-ce"), steps=10)
+    assert mixed.step_ratio == 0.25 and mixed.implementation.parts[1].settings.step_ratio is None
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))

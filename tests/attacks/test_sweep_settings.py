@@ -54,3 +54,21 @@ def test_bad_settings_fail_with_what_to_do():
         SweepSettings(norm="L1")
     with pytest.raises(ConfigError, match="steps >= 1"):
         SweepSettings(steps=0)
+
+
+def test_a_worst_case_sweep_from_the_config():
+    from conftest import tiny_config
+    from rftbench.evaluate import sweep_settings
+    from rftbench.validation import validate_names
+
+    cfg = tiny_config(eval__sweep_attack=["apgd-ce", "apgd-dlr"])
+    s = sweep_settings(cfg)
+    assert s.attack == ("apgd-ce", "apgd-dlr") and s.describe() == "worst(APGD-CE-3|APGD-DLR-3)"
+    assert sweep_settings(tiny_config(eval__sweep_attack=["apgd-ce"])).attack == "apgd-ce"
+    for bad in ([], ["pgd", "pgd"]):
+        with pytest.raises(ConfigError, match="list of distinct names"):
+            tiny_config(eval__sweep_attack=bad)
+    with pytest.raises(UnknownNameError, match="Did you mean 'apgd-dlr'"):
+        validate_names(tiny_config(eval__sweep_attack=["apgd-ce", "apgd_dlr"]))
+    with pytest.raises(ConfigError, match="none of \\['apgd-ce', 'apgd-dlr'\\] takes it"):
+        SweepSettings(("apgd-ce", "apgd-dlr"), step_ratio=0.2)

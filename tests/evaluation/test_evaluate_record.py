@@ -17,7 +17,7 @@ from rftbench.records import EvaluationRecord, RecordError
 def standard_record(embedded_cache):
     """pyautoattack standard on the whole 16-sample subset at eps 0.07 (one sample survives
     APGD-CE, so every attack of the version runs)."""
-    cfg, model, test = source_setup(eval__n_samples=16, threat__eps=0.07, eval__num_points=3,
+    cfg, model, test = source_setup(eval__n_samples=16, threat__eps=0.07, eval__num_points=3, eval__subset_seed=2,
                                     eval__autoattack__enabled=True, eval__autoattack__n_samples=16,
                                     eval__checks__probe_samples=8)
     rec = evaluate_model(model, test, cfg, device="cpu", dataset_name="digits", split="test")
@@ -27,12 +27,12 @@ def standard_record(embedded_cache):
 def test_record_holds_what_it_takes_to_reproduce_it(standard_record):
     cfg, model, test, rec = standard_record
     d = rec.data
-    subset = eval_subset_indices(len(test), 16, cfg.eval.subset_seed)
+    subset = eval_subset_indices(len(test), 16, cfg.eval.subset_seed, test.labels.numpy())
     assert d["model"]["weights_sha256"] == weights_sha256(model)
     assert d["dataset"] == "digits" and d["split"] == "test" and d["n_samples"] == 16
     assert d["subset"]["indices_sha256"] == indices_sha256(subset) and d["subset"]["size_of_split"] == len(test)
     assert {"torch", "torchattacks", "pyautoattack", "rftbench"} <= set(d["versions"])
-    assert d["seeds"] == {"experiment": 0, "subset": 0, "sweep_starts": 0, "autoattack": 0}
+    assert d["seeds"] == {"experiment": 0, "subset": 2, "sweep_starts": 0, "autoattack": 0}
     assert d["settings"]["sweep"]["steps"] == 3 and d["settings"]["autoattack"]["version"] == "standard"
     assert {"sweep_s", "autoattack_s", "sanity_probe_s", "total_s"} <= set(d["timings"])
     s = rec.samples()

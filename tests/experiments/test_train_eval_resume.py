@@ -1,0 +1,55 @@
+"""`rftbench train`: training finished and the final evaluation killed -> resuming the run
+continues the evaluation from its saved blocks, not the training."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from rftbench.evalstate import EvaluationInterrupted
+from rftbench.evaluate import evaluate_model
+from rftbench.experiment import run_experiment
+from rftbench.tracking import client_for
+
+
+def test_killed_final_evaluation_resumes_without_training_again(workdir, monkeypatch):
+    import rftbench.experiment as experiment
+
+    cfg = tiny_config(train__epochs=1, eval__n_samples=24, data__eval_batch_size=8, eval__checks__probe_samples=8)
+    plain = experiment.evaluate_model
+    seen = []
+
+    def killed_after_one_block(*a, **k):
+        def on_block(done, total):
+            seen.append(done)
+            if done == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return plain(*a, **{**k, "on_block": on_block})
+
+    monkeypatch.setattr(experiment, "evaluate_model", killed_after_one_block)
+    with pytest.raises(EvaluationInterrupted, match="stopped after 1 of 3 blocks"):
+        run_experiment(cfg)
+    client = client_for()
+    run = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id])[0]
+    assert run.info.status == "KILLED" and "SIGTERM" in run.data.tags["rftbench.error"]
+    rdir = run.data.tags["rftbench.run_dir"]
+    assert json.load(open(os.path.join(rdir, "evaluation.state.json")))["blocks"]
+
+    def counting(*a, **k):
+        return plain(*a, **{**k, "on_block": lambda d, t: seen.append(d)})
+
+    monkeypatch.setattr(experiment, "evaluate_model", counting)
+    seen.clear()
+    res = run_experiment(cfg, resume_run_id=run.info.run_id)
+    assert res.train.info["resumed_from"] == {"epoch": 1, "batch": 0}  # nothing left to train
+    assert seen == [2, 3]  # the evaluation continued after its saved block
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    from rftbench.setup import build_task
+
+    whole = evaluate_model(res.train.model, build_task(cfg).splits.test, cfg, device="cpu", dataset_name="digits",
+                           split="test")
+    np.testing.assert_array_equal(res.record.samples().sweep_flags, whole.samples().sweep_flags)
+    assert res.record["expected_robustness"] == whole["expected_robustness"]
+    assert client.get_run(run.info.run_id).data.tags["rftbench.flagged"] == str(res.record["flagged"])
