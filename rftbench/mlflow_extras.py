@@ -51,7 +51,9 @@ def log_record_metrics(tracker: Any, record: Any, step: int = 0) -> None:
 
 
 def leaderboard_tags(record: Any) -> dict[str, Any]:
-    return {"rftbench.split": record["split"], "rftbench.subset_sha256": record["subset"]["indices_sha256"],
+    tm = record["threat_model"]
+    return {"rftbench.split": record["split"], "rftbench.norm": tm["norm"], "rftbench.eps": tm["target_eps"],
+            "rftbench.subset_sha256": record["subset"]["indices_sha256"],
             "rftbench.n_aa": (record["autoattack"] or {}).get("n_samples", 0), **summary_tag(record)}
 
 
