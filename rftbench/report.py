@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +132,19 @@ def write_report(lb: Any, out: str | Path) -> Path:
     """Write the report of leaderboard ``lb`` (:func:`rftbench.leaderboard.build_leaderboard`) to ``out``."""
     import tempfile
 
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
     client = client_for(lb.uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        records = {rid: _record(client, rid, Path(tmp)) for rid in lb.runs["run_id"]}
+    old = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get_raw()
+    os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            records = {rid: _record(client, rid, Path(tmp)) for rid in lb.runs["run_id"]}
+    finally:
+        if old is None:
+            os.environ.pop(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, None)
+        else:
+            os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = old
     sections = [_group_section(lb, k if isinstance(k, tuple) else (k,), sub, client, records)
                 for k, sub in lb.table.groupby(lb.group_keys, dropna=False, sort=False)]
     title = f"rftbench report: {', '.join(lb.experiments)}"

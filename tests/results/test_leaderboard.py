@@ -103,7 +103,7 @@ def test_paired_difference_against_baseline_matches_numpy(runs):
 
 def test_exports_carry_identical_numbers(runs):
     lb = build_leaderboard("tests", baseline="constant", n_resamples=500)
-    ref = pd.read_json(io.StringIO(to_format(lb, "json")), orient="records")
+    ref = pd.DataFrame(json.loads(to_format(lb, "json")))
     csv = pd.read_csv(io.StringIO(to_format(lb, "csv")))
     cols = [c for c in ref.columns if c.endswith(("_mean", "_std", "_ci_lo", "_ci_hi")) or c.startswith("d_")]
     assert cols and len(csv) == len(ref)
@@ -190,3 +190,27 @@ def test_cli_piped_output_is_not_truncated_and_mlflow_has_what_users_expect(runs
     import torch
     model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/mlflow_model")
     assert model(torch.zeros(1, 1, 16, 16)).shape[-1] == 5
+
+
+def test_rerun_of_a_config_replaces_its_row_and_val_runs_need_include_val(runs):
+    d, out = runs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(d)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+        again = run_experiment(tiny_config(name="constant-0", seed=0, train__epochs=1, schedule__name="constant",
+                                           schedule__params={}, train__log_mlflow_model=False))
+        val = run_experiment(tiny_config(name="val-0", seed=0, train__epochs=1, schedule__name="linear",
+                                         schedule__params={"warmup": 0.25}, eval__split="val",
+                                         train__log_mlflow_model=False))
+        lb = build_leaderboard("tests", n_resamples=100)
+        assert len(lb.table) == 2
+        row = lb.table[lb.table["schedule"] == "constant"].iloc[0]
+        assert again.run_id in row["run_ids"] and out[("constant", 0)].run_id not in row["run_ids"]
+        assert row["n_evals"] == 3 and row["n_seeds"] == 2
+        m = client_for().get_run(val.run_id).data.metrics
+        assert not any(k.startswith("eval/") for k in m)
+        assert m["val/expected_robustness"] == pytest.approx(val.record["expected_robustness"]["value"])
+        full = build_leaderboard("tests", include_val=True, n_resamples=100).table
+        assert len(full) == 3 and set(full["split"]) == {"test", "val"}
+        assert full[full["split"] == "val"]["er_mean"].iloc[0] == pytest.approx(
+            val.record["expected_robustness"]["value"], abs=1e-4)
