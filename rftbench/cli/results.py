@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_json_flag
+from .common import add_json_flag, print_json
 
 
 def _build(args, experiments):
@@ -17,11 +17,15 @@ def _build(args, experiments):
 
 
 def cmd_leaderboard(args) -> int:
+    import json
+
     from ..lb_export import render, to_format
 
     lb = _build(args, args.experiment or ["rftbench-demo"])
     fmt = "json" if args.json else args.format
-    if fmt == "table":
+    if args.json and not args.out:
+        print_json(json.loads(to_format(lb, "json")))
+    elif fmt == "table":
         render(lb, title=f"rftbench leaderboard: {', '.join(lb.experiments)}")
     else:
         text = to_format(lb, fmt)

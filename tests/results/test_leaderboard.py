@@ -107,7 +107,7 @@ def test_exports_carry_identical_numbers(runs):
     csv = pd.read_csv(io.StringIO(to_format(lb, "csv")))
     cols = [c for c in ref.columns if c.endswith(("_mean", "_std", "_ci_lo", "_ci_hi")) or c.startswith("d_")]
     assert cols and len(csv) == len(ref)
-    pd.testing.assert_frame_equal(csv[cols], ref[cols], check_dtype=False)
+    pd.testing.assert_frame_equal(csv[cols].astype(float), ref[cols].astype(float), check_exact=True)
     for fmt in ("markdown", "html", "latex"):
         text = to_format(lb, fmt)
         for v in ref["er_mean"].tolist() + ref["clean_ci_lo"].tolist() + ref["d_er"].dropna().tolist():
