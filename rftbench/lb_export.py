@@ -19,20 +19,25 @@ FORMATS = ("table", "markdown", "csv", "json", "latex", "html")
 FLOAT = "%.10g"
 
 
-def export_frame(lb: Any) -> pd.DataFrame:
-    """The columns every export shows (the table's, without the internal ones)."""
+def export_frame(lb: Any, columns: list[str] | None = None) -> pd.DataFrame:
+    """The leaderboard's columns (all, or ``columns`` in that order)."""
+    if columns:
+        bad = [c for c in columns if c not in lb.table.columns]
+        if bad:
+            raise LeaderboardError(f"unknown --columns {bad}; choose among {', '.join(lb.table.columns)}.")
+        return lb.table[list(columns)].copy()
     return lb.table.copy()
 
 
-def to_format(lb: Any, fmt: str) -> str:
+def to_format(lb: Any, fmt: str, columns: list[str] | None = None) -> str:
     """The leaderboard as text in ``fmt`` (not ``table``: see :func:`render`)."""
-    df = export_frame(lb)
+    df = export_frame(lb, columns)
     if fmt == "csv":
         return df.to_csv(index=False, float_format=FLOAT)
     if fmt == "json":
         return df.to_json(orient="records", indent=1, double_precision=10)
     if fmt == "markdown":
-        return df.to_markdown(index=False, floatfmt=".10g")
+        return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".10g", missingval="")
     if fmt == "latex":
         return df.to_latex(index=False, float_format=FLOAT, na_rep="--")
     if fmt == "html":
@@ -41,7 +46,9 @@ def to_format(lb: Any, fmt: str) -> str:
 
 
 def _num(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4g}" if abs(v) >= 1e4 else f"{v:.4f}"
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "-"
+    return f"{int(v)}" if float(v).is_integer() and abs(v) >= 2 else f"{v:.4f}"
 
 
 def _cell(row: pd.Series, m: str) -> str:

@@ -28,7 +28,7 @@ def cmd_leaderboard(args) -> int:
     elif fmt == "table":
         render(lb, title=f"rftbench leaderboard: {', '.join(lb.experiments)}")
     else:
-        text = to_format(lb, fmt)
+        text = to_format(lb, fmt, args.columns.split(",") if args.columns else None)
         if args.out:
             Path(args.out).write_text(text)
         else:
@@ -72,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "default rftbench-demo)")
     lb.add_argument("--format", default="table", choices=["table", "markdown", "csv", "json", "latex", "html"])
     lb.add_argument("--out", default=None, help="write the export to this file")
+    lb.add_argument("--columns", default=None, help="comma-separated columns of an export (default: all)")
     _add_leaderboard_options(lb)
     add_json_flag(lb)
     lb.set_defaults(func=cmd_leaderboard)

@@ -214,3 +214,34 @@ def test_rerun_of_a_config_replaces_its_row_and_val_runs_need_include_val(runs):
         assert len(full) == 3 and set(full["split"]) == {"test", "val"}
         assert full[full["split"] == "val"]["er_mean"].iloc[0] == pytest.approx(
             val.record["expected_robustness"]["value"], abs=1e-4)
+
+
+def _copy_run(client, run, exp_id, **tag_changes):
+    from mlflow.entities import Metric, Param, RunTag
+
+    new = client.create_run(exp_id, run_name=run.info.run_name)
+    tags = {**{k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}, **tag_changes}
+    client.log_batch(new.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in run.data.metrics.items()],
+                     params=[Param(k, v) for k, v in run.data.params.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    client.set_terminated(new.info.run_id, "FINISHED")
+
+
+def test_paired_comparison_across_subsets_says_why_and_records_are_required(runs):
+    d, out = runs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+        client = client_for()
+        exp = client.create_experiment("other-subsets")
+        for (name, seed), res in out.items():
+            changes = {"rftbench.subset_sha256": "f" * 64} if name == "linear" else {}
+            _copy_run(client, client.get_run(res.run_id), exp, **changes)
+        lb = build_leaderboard("other-subsets", baseline="constant", n_resamples=100)
+        row = lb.table[lb.table["schedule"].str.startswith("linear")].iloc[0]
+        assert "another test subset" in row["paired_note"] and np.isnan(row["d_er"])
+        assert lb.table["subset"].nunique() == 2  # never one group across subsets
+        empty = client.create_experiment("no-records")
+        r = client.create_run(empty)
+        client.set_terminated(r.info.run_id, "FINISHED")
+        with pytest.raises(LeaderboardError, match="no finished run with an evaluation record"):
+            build_leaderboard("no-records")
