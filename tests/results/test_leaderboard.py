@@ -216,12 +216,14 @@ def test_rerun_of_a_config_replaces_its_row_and_val_runs_need_include_val(runs):
             val.record["expected_robustness"]["value"], abs=1e-4)
 
 
-def _copy_run(client, run, exp_id, **tag_changes):
+def _copy_run(client, run, exp_id, metrics=None, **tag_changes):
     from mlflow.entities import Metric, Param, RunTag
 
     new = client.create_run(exp_id, run_name=run.info.run_name)
-    tags = {**{k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}, **tag_changes}
-    client.log_batch(new.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in run.data.metrics.items()],
+    tags = {**{k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k != "rftbench.flagged"},
+            **tag_changes}
+    m = {**run.data.metrics, **(metrics or {})}
+    client.log_batch(new.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in m.items()],
                      params=[Param(k, v) for k, v in run.data.params.items()],
                      tags=[RunTag(k, v) for k, v in tags.items()])
     client.set_terminated(new.info.run_id, "FINISHED")
@@ -245,3 +247,18 @@ def test_paired_comparison_across_subsets_says_why_and_records_are_required(runs
         client.set_terminated(r.info.run_id, "FINISHED")
         with pytest.raises(LeaderboardError, match="no finished run with an evaluation record"):
             build_leaderboard("no-records")
+
+
+def test_a_record_with_warnings_and_no_flagged_tag_counts_as_flagged(runs):
+    d, out = runs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+        client = client_for()
+        exp = client.create_experiment("warned")
+        best = build_leaderboard("tests", n_resamples=100).table.iloc[0]["schedule"].split("(")[0]
+        for (name, seed), res in out.items():
+            _copy_run(client, client.get_run(res.run_id), exp,
+                      metrics={"eval/n_warnings": 1.0} if name == best else None)
+        t = build_leaderboard("warned", n_resamples=100).table
+        assert t.iloc[-1]["schedule"].startswith(best) and bool(t.iloc[-1]["flagged"])
+        assert not bool(t.iloc[0]["flagged"])
