@@ -211,6 +211,7 @@ class TrainConfig(_Strict):
     log_every: int = Field(25, ge=0)  # batches between per-step MLflow metrics / progress; 0 = per epoch only
     progress: Literal["auto", "rich", "plain", "off"] = "auto"  # auto: rich on a terminal, else plain lines
     nesterov: bool = True  # SGD: Nesterov momentum (when momentum > 0)
+    log_mlflow_model: bool = True  # the fine-tuned model as an MLflow PyTorch model (registrable)
 
     @field_validator("device")
     @classmethod

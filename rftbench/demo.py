@@ -15,7 +15,8 @@ from rich.console import Console
 
 from .config import ExperimentConfig, parse_config
 from .experiment import ExperimentResult, run_experiment
-from .leaderboard import LeaderboardRow, collect_results, render_leaderboard
+from .lb_export import render
+from .leaderboard import Leaderboard, build_leaderboard
 from .plots import plot_robustness_curves
 
 DEMO_SCHEDULES: dict[str, dict[str, float]] = {
@@ -46,9 +47,10 @@ def demo_config(schedule: str, params: dict[str, float], *, epochs: int = 20, aa
 @dataclass
 class DemoResult:
     results: dict[str, ExperimentResult]
-    rows: list[LeaderboardRow]
+    leaderboard: Leaderboard
     figure: Path
     wall_time_s: float
+    report: Path
 
 
 def run_demo(*, workdir: str | Path = ".", epochs: int = 20, aa_samples: int = 100,
@@ -77,15 +79,30 @@ def run_demo(*, workdir: str | Path = ".", epochs: int = 20, aa_samples: int = 1
     figure = plot_robustness_curves(
         {n: (r.record["sweep"]["eps_grid"], r.record["sweep"]["accuracy"]) for n, r in results.items()},
         out_dir / "demo_robustness_curves.png", title="Demo: PGD-10 accuracy against eps")
-    rows = collect_results(experiment, uri=tracking_uri)
-    rows = [r for r in rows if r.run_id in {res.run_id for res in results.values()}]
-    for i, r in enumerate(rows, 1):
-        r.rank = i
-    render_leaderboard(rows, f"rftbench demo leaderboard (from MLflow, experiment {experiment!r})", console)
+    lb, report = _leaderboard_and_report(experiment, results, tracking_uri, workdir)
+    render(lb, console, title=f"rftbench demo leaderboard (from MLflow, experiment {experiment!r})")
     wall = time.perf_counter() - t0
     console.print(f"Figures: {figure} and rftbench-runs/<run id>/robustness_curve.png; "
                   f"evaluation records: rftbench-runs/<run id>/evaluation.json.")
     console.print("Browse every run: [bold]mlflow ui --backend-store-uri sqlite:///mlflow.db[/bold] "
                   "(then open http://127.0.0.1:5000).")
     console.print(f"Demo wall time: {wall:.0f} s.")
-    return DemoResult(results, rows, figure, wall)
+    console.print(f"Report (one self-contained HTML page): {report.resolve()}")
+    return DemoResult(results, lb, figure, wall, report)
+
+
+def _leaderboard_and_report(experiment: str, results: dict[str, ExperimentResult], tracking_uri: str | None,
+                            workdir: Path) -> tuple[Leaderboard, Path]:
+    """The leaderboard of this demo's runs (the experiment may hold older ones) and its report.html."""
+    from .report import write_report
+
+    ids = "|".join(r.run_id for r in results.values())
+    lb = build_leaderboard(experiment, uri=tracking_uri)
+    keep = lb.runs["run_id"].isin(ids.split("|"))
+    if not keep.all():
+        from .lb_stats import aggregate
+
+        runs = lb.runs[keep].reset_index(drop=True)
+        lb = Leaderboard(aggregate(runs, lb.group_keys, lb.samples), runs, lb.group_keys, lb.samples,
+                         lb.experiments, lb.uri)
+    return lb, write_report(lb, workdir / "report.html")

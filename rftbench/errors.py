@@ -55,3 +55,7 @@ class RecordError(RftbenchError):
 
 class TrackingError(RftbenchError):
     """The tracking store (MLflow) cannot be reached or refused an operation."""
+
+
+class LeaderboardError(RftbenchError):
+    """The leaderboard, report or export cannot be built as asked (no such experiment, no records, ...)."""

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 from .config import ExperimentConfig, dump_config
 from .errors import RecordError
 from .evaluate import EvaluationRecord, evaluate_model
+from .mlflow_extras import example_batch, leaderboard_tags, log_dataset_inputs, log_pytorch_model, log_record_metrics
 from .models import weights_sha256
 from .plots import plot_robustness_curves
 from .setup import Task, build_task
@@ -71,6 +72,8 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
         result = train(cfg, run_dir=rdir, task=task, tracker=tracker, resume=resume_run_id is not None,
                        callbacks=callbacks, progress=progress)
         _log_training(tracker, result)
+        if cfg.train.log_mlflow_model:
+            log_pytorch_model(tracker, result.model, example_batch(task.splits.test))
         record = _evaluate_and_log(tracker, cfg, task, result, rdir, resume_run_id is not None) if evaluate else None
         return ExperimentResult(tracker.run_id, result, record, rdir)
 
@@ -86,6 +89,7 @@ def _log_run_inputs(tracker: Tracker, cfg: ExperimentConfig, task: Task, rdir: P
     if augment:  # the resolved training augmentation (data.augment may say only `true`)
         tracker.log_params({"data.augment_preset": augment["preset"]})
         tracker.set_tags({"rftbench.augment": str(augment["transform"])[:5000]})
+    log_dataset_inputs(tracker, cfg, splits)
     tracker.set_tags({"rftbench.run_dir": str(rdir.resolve())})
 
 
@@ -109,8 +113,8 @@ def _evaluate_and_log(tracker: Tracker, cfg: ExperimentConfig, task: Task, resul
     record.data["train"] = {"wall_time_s": result.wall_time_s, "attack_steps": result.attack_steps,
                             "total_steps": result.total_steps, "schedule": result.info["schedule"]}
     record.data["mlflow_run_id"] = tracker.run_id
-    tracker.log_metrics(record.metrics())
-    tracker.set_tags(_record_tags(record))
+    log_record_metrics(tracker, record, step=cfg.train.epochs if split != "test" else 0)
+    tracker.set_tags({**_record_tags(record), **leaderboard_tags(record)})
     rec_path = record.save(rdir / "evaluation.json")
     csv_path = write_curve_csv(record, rdir / "robustness_curve.csv")
     png_path = plot_robustness_curves({cfg.name: (record["sweep"]["eps_grid"], record["sweep"]["accuracy"])},
@@ -198,8 +202,9 @@ def log_evaluation_record(record: EvaluationRecord, *, experiment: str, run_name
         if params:
             tracker.log_params(params)
         if not shard:
-            tracker.log_metrics(record.metrics())
-        tracker.set_tags({**_record_tags(record), "rftbench.weights_sha256": record["model"]["weights_sha256"],
+            log_record_metrics(tracker, record)
+        tracker.set_tags({**_record_tags(record), **({} if shard else leaderboard_tags(record)),
+                          "rftbench.weights_sha256": record["model"]["weights_sha256"],
                           "rftbench.shard": f"{shard['index']}/{shard['count']}" if shard else ""})
         tracker.log_dict(record.data, "evaluation.json", "evaluation")
         return tracker.run_id

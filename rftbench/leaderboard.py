@@ -1,89 +1,245 @@
-"""The leaderboard, built from MLflow alone (``collect_results`` over finished runs)."""
+"""The leaderboard of schedules, built from MLflow alone.
+
+Finished runs of one or more experiments are read into a pandas frame (``MlflowClient``
+paging), one row per evaluated run; evaluation runs of a trained model are linked to its
+training run by the weights hash (``rftbench.weights_sha256``); runs of the same resolved
+config and seed keep only their latest evaluation (older ones are counted in ``n_evals``).
+Runs are grouped by setting (``group_by``, default model, dataset, norm, target eps, objective)
+and always by what makes numbers comparable (split, ER definition, test subset hash), then
+aggregated to one row per schedule (name + parameters): mean, std and n over seeds, a 95%
+bootstrap CI over test samples (:mod:`rftbench.lb_stats`), a 95% t-interval over seeds where
+n >= 2, compute, and with ``baseline`` a paired difference per schedule. Within a group a
+flagged row never ranks above an unflagged one.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Optional
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+import numpy as np
+import pandas as pd
 
-from .errors import RftbenchError
+from .errors import LeaderboardError
+from .sample_summary import TAG as SAMPLE_TAG, SampleSummary, decode
 from .tracking import client_for
+
+METRICS = {"clean": "acc_clean", "pgd": "acc_sweep", "aa": "acc_autoattack", "er": "expected_robustness"}
+DEFAULT_GROUP_BY = ("model", "dataset", "norm", "eps", "objective")
+COMPARABLE = ("split", "er_name", "subset")
+_NOT_IDENTITY = {"name", "experiment", "output_dir", "train.progress", "plugins"}
+TRAINING_KINDS = {"experiment", "trial", "sweep"}
 
 
 @dataclass
-class LeaderboardRow:
-    rank: int
-    run_name: str
-    run_id: str
-    schedule: str
-    model: str
-    dataset: str
-    acc_clean: Optional[float]
-    acc_sweep: Optional[float]
-    acc_autoattack: Optional[float]
-    expected_robustness: Optional[float]
-    certified: bool
-    train_wall_time_s: Optional[float]
-    attack_fraction: Optional[float]
-    er_name: str
-    warnings: str
+class Leaderboard:
+    """``table``: one row per (group, schedule); ``runs``: the evaluated runs behind it."""
+
+    table: pd.DataFrame
+    runs: pd.DataFrame
+    group_keys: list[str]
+    samples: dict[str, SampleSummary] = field(default_factory=dict)
+    experiments: list[str] = field(default_factory=list)
+    uri: str = ""
 
 
-def collect_results(experiment: str, *, uri: str | None = None) -> list[LeaderboardRow]:
-    """Finished, evaluated runs of ``experiment``, ranked by expected robustness (highest first)."""
+def _experiment_ids(client, experiments: Sequence[str]) -> list[str]:
+    ids = []
+    for name in experiments:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            known = [e.name for e in client.search_experiments()]
+            raise LeaderboardError(f"no MLflow experiment named {name!r} at {client.tracking_uri}. "
+                                   f"Known experiments: {', '.join(known) or '(none)'}.")
+        ids.append(exp.experiment_id)
+    return ids
+
+
+def search_all(client, exp_ids: list[str]) -> list[Any]:
+    """Every finished run of ``exp_ids`` (MLflow's paging)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(exp_ids, filter_string="attributes.status = 'FINISHED'", max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _label(name: str, params: dict[str, str]) -> str:
+    inner = ", ".join(f"{k}={params[k]}" for k in sorted(params))
+    return f"{name}({inner})" if inner else name
+
+
+def _prefixed(p: dict[str, str], prefix: str) -> dict[str, str]:
+    return {k[len(prefix):]: v for k, v in p.items() if k.startswith(prefix)}
+
+
+def _split_of(p: dict, m: dict, t: dict) -> str | None:
+    if "rftbench.split" in t:
+        return t["rftbench.split"]
+    return p.get("eval.split", "test") if "eval/expected_robustness" in m else None
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _run_row(r: Any) -> dict[str, Any]:
+    """One run as the leaderboard's flat record (identity, evaluation, compute)."""
+    p, m, t = r.data.params, r.data.metrics, r.data.tags
+    split = _split_of(p, m, t)
+    pre = "eval" if split in (None, "test") else ("val" if split == "val" else f"eval_{split}")
+    n_warn = m.get(f"{pre}/n_warnings", 0.0)
+    flagged = t["rftbench.flagged"] in ("True", "true", "1") if "rftbench.flagged" in t else n_warn > 0
+    ident = {k: v for k, v in p.items() if k not in _NOT_IDENTITY}
+    steps, batch = _float(p.get("attack.steps")), _float(p.get("data.batch_size"))
+    return {
+        "run_id": r.info.run_id, "run_name": r.info.run_name or "", "experiment_id": r.info.experiment_id,
+        "end_time": r.info.end_time or 0, "kind": t.get("rftbench.kind", ""),
+        "model": t.get("rftbench.model", p.get("model.name", "?")), "dataset": t.get("rftbench.dataset", "?"),
+        "norm": t.get("rftbench.norm", p.get("threat.norm", "?")),
+        "eps": _float(t.get("rftbench.eps", p.get("threat.eps"))),
+        "objective": _label(p.get("train.objective.name", "?"), _prefixed(p, "train.objective.params.")),
+        "schedule": _label(t.get("rftbench.schedule", p.get("schedule.name", "?")), _prefixed(p, "schedule.params.")),
+        "seed": p.get("seed", "?"), "split": split, "er_name": t.get("rftbench.er_name", "?"),
+        "subset": t.get("rftbench.subset_sha256", "?"), "weights_sha256": t.get("rftbench.weights_sha256", ""),
+        "config_sha256": hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest(),
+        **{k: m.get(f"{pre}/{v}", np.nan) for k, v in METRICS.items()},
+        "evaluated": split is not None and f"{pre}/expected_robustness" in m,
+        "certified": t.get("rftbench.certified") == "True", "flagged": bool(flagged), "n_warnings": n_warn,
+        "warnings": t.get("rftbench.warnings", ""), "n_samples": m.get(f"{pre}/n_samples", np.nan),
+        "n_aa": _float(t.get("rftbench.n_aa")), "per_sample": t.get(SAMPLE_TAG),
+        "train_wall_s": m.get("train/wall_time_s", np.nan), "attack_fraction": m.get("train/attack_fraction", np.nan),
+        "attack_passes": m.get("train/attack_steps", np.nan) * steps * batch,
+        "params": p,
+    }
+
+
+_LINKED = ("model", "objective", "schedule", "seed", "config_sha256", "train_wall_s", "attack_fraction",
+           "attack_passes")
+
+
+def link_and_dedupe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Evaluations take their training run's identity (by weights hash); the latest evaluation of
+    each (identity, split, ER definition, subset, threat) wins, the others are counted."""
+    trained = frame[frame["kind"].isin(TRAINING_KINDS) & (frame["weights_sha256"] != "")]
+    trained = trained.sort_values("end_time").drop_duplicates("weights_sha256", keep="last").set_index("weights_sha256")
+    ev = frame[frame["evaluated"]].copy()
+    is_eval = ~ev["kind"].isin(TRAINING_KINDS)
+    link = is_eval & ev["weights_sha256"].isin(trained.index)
+    ev["train_run_id"] = ev["run_id"]
+    if link.any():
+        for col in _LINKED + ("run_id",):
+            ev.loc[link, "train_run_id" if col == "run_id" else col] = \
+                ev.loc[link, "weights_sha256"].map(trained[col]).values
+    unlinked = is_eval & ~link
+    if unlinked.any():
+        ev.loc[unlinked, "config_sha256"] = "weights:" + ev.loc[unlinked, "weights_sha256"]
+    key = ["config_sha256", "split", "er_name", "subset", "norm", "eps"]
+    ev = ev.sort_values("end_time")
+    ev["n_evals"] = ev.groupby(key, dropna=False)["run_id"].transform("size")
+    return ev.drop_duplicates(key, keep="last").reset_index(drop=True)
+
+
+def _apply_where(ev: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
+    for clause in where:
+        if "=" not in clause:
+            raise LeaderboardError(f"--where {clause!r}: write KEY=GLOB, e.g. --where schedule='linear*'.")
+        key, glob = clause.split("=", 1)
+        if key in ev.columns and key != "params":
+            values = ev[key].astype(str)
+        elif any(key in p for p in ev["params"]):
+            values = ev["params"].map(lambda p: str(p.get(key, "")))
+        else:
+            raise LeaderboardError(f"--where {key!r}: not a leaderboard column or run parameter. Columns: "
+                                   f"{', '.join(c for c in ev.columns if c != 'params')}; or a config key "
+                                   f"such as train.epochs.")
+        ev = ev[values.map(lambda v: fnmatch.fnmatchcase(v, glob))]
+    return ev
+
+
+def _check_group_by(group_by: Sequence[str], ev: pd.DataFrame) -> list[str]:
+    allowed = [c for c in ev.columns if c not in ("params", "per_sample")] if len(ev) else list(DEFAULT_GROUP_BY)
+    bad = [g for g in group_by if g not in allowed]
+    if bad:
+        raise LeaderboardError(f"unknown --group-by key(s) {bad}; choose among {', '.join(allowed)}.")
+    return [g for g in group_by if g not in COMPARABLE]
+
+
+def load_evaluated(experiments: Sequence[str], *, uri: str | None = None, include_val: bool = False,
+                   where: Sequence[str] = ()) -> tuple[pd.DataFrame, str]:
+    """The deduplicated evaluated runs of ``experiments`` as a frame, and the tracking URI."""
     client = client_for(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = [e.name for e in client.search_experiments()]
-        raise RftbenchError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}. "
-                            f"Known experiments: {', '.join(names) or '(none)'}.")
-    runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              max_results=5000)
-    rows = []
-    for r in runs:
-        m, t = r.data.metrics, r.data.tags
-        if "eval/expected_robustness" not in m:
-            continue
-        rows.append(LeaderboardRow(
-            rank=0, run_name=r.info.run_name or "", run_id=r.info.run_id,
-            schedule=t.get("rftbench.schedule", "?"), model=t.get("rftbench.model", "?"),
-            dataset=t.get("rftbench.dataset", "?"), acc_clean=m.get("eval/acc_clean"),
-            acc_sweep=m.get("eval/acc_sweep"), acc_autoattack=m.get("eval/acc_autoattack"),
-            expected_robustness=m.get("eval/expected_robustness"),
-            certified=t.get("rftbench.certified") == "True", train_wall_time_s=m.get("train/wall_time_s"),
-            attack_fraction=m.get("train/attack_fraction"), er_name=t.get("rftbench.er_name", ""),
-            warnings=t.get("rftbench.warnings", "")))
-    rows.sort(key=lambda row: -(row.expected_robustness or 0.0))
-    for i, row in enumerate(rows, 1):
-        row.rank = i
-    return rows
+    runs = search_all(client, _experiment_ids(client, experiments))
+    frame = pd.DataFrame([_run_row(r) for r in runs])
+    if frame.empty or not frame["evaluated"].any():
+        raise LeaderboardError(f"experiment(s) {', '.join(experiments)} hold no finished run with an evaluation "
+                               f"record ({len(runs)} finished runs). Train with evaluation (rftbench train "
+                               f"CONFIG) or evaluate a model (rftbench evaluate CONFIG).")
+    ev = link_and_dedupe(frame)
+    if not include_val:
+        ev = ev[ev["split"] == "test"]
+        if ev.empty:
+            raise LeaderboardError("every evaluated run was scored on the validation split (search trials); "
+                                   "add --include-val to rank them.")
+    ev = _apply_where(ev, where)
+    if ev.empty:
+        raise LeaderboardError(f"no evaluated run matches --where {' '.join(where)}.")
+    return ev.reset_index(drop=True), client.tracking_uri
 
 
-def rows_to_json(rows: list[LeaderboardRow]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in rows]
+def build_leaderboard(experiments: Sequence[str] | str, *, uri: str | None = None,
+                      group_by: Sequence[str] = DEFAULT_GROUP_BY, where: Sequence[str] = (),
+                      include_val: bool = False, metric: str = "er", baseline: str | None = None,
+                      seed_ci: bool = False, n_resamples: int = 2000, seed: int = 0,
+                      sort: str | None = None) -> Leaderboard:
+    """The leaderboard of ``experiments`` (see the module docstring). ``metric``: clean, pgd, aa or
+    er, the ranking key; ``seed_ci``: require n >= 2 seeds in every row (else an error)."""
+    from .lb_stats import aggregate
+
+    experiments = [experiments] if isinstance(experiments, str) else list(experiments)
+    if metric not in METRICS:
+        raise LeaderboardError(f"unknown --metric {metric!r}; choose among {', '.join(METRICS)}.")
+    ev, tracking_uri = load_evaluated(experiments, uri=uri, include_val=include_val, where=where)
+    keys = _check_group_by(group_by, ev) + list(COMPARABLE)
+    samples = {rid: decode(s) for rid, s in zip(ev["run_id"], ev["per_sample"]) if isinstance(s, str)}
+    _fill_missing_samples(ev, samples, tracking_uri)
+    table = aggregate(ev, keys, samples, metric=metric, baseline=baseline, n_resamples=n_resamples, seed=seed,
+                      sort=sort)
+    if seed_ci and (table["n_seeds"] < 2).any():
+        few = table.loc[table["n_seeds"] < 2, "schedule"].tolist()
+        raise LeaderboardError(f"a seed CI needs at least 2 seeds per row; {few} have 1. Train more seeds "
+                               f"(seed: in the config) or drop --seed-ci.")
+    return Leaderboard(table, ev, keys, samples, experiments, tracking_uri)
 
 
-def _pct(v: Optional[float]) -> str:
-    return "-" if v is None else f"{100 * v:.1f}"
+def _fill_missing_samples(ev: pd.DataFrame, samples: dict[str, SampleSummary], uri: str) -> None:
+    """Runs without the summary tag (older runs, huge subsets): read the record artifact, cached on
+    disk under the rftbench cache by run id."""
+    missing = [rid for rid in ev["run_id"] if rid not in samples]
+    if not missing:
+        return
+    from .paths import cache_dir
+    from .records import EvaluationRecord
+    from .sample_summary import encode, summary_of_record
 
-
-def render_leaderboard(rows: list[LeaderboardRow], title: str, console: Console | None = None) -> None:
-    console = console or Console()
-    table = Table(title=title, title_style="bold")
-    for col, just in [("#", "right"), ("run", "left"), ("schedule", "left"), ("clean %", "right"),
-                      ("PGD %", "right"), ("AutoAttack %", "right"), ("ER %", "right"),
-                      ("train s", "right"), ("attacked steps", "right"), ("notes", "left")]:
-        table.add_column(col, justify=just)
-    for r in rows:
-        aa = _pct(r.acc_autoattack) + (" ✓" if r.certified else "")
-        table.add_row(str(r.rank), r.run_name, r.schedule, _pct(r.acc_clean), _pct(r.acc_sweep), aa,
-                      f"[bold]{_pct(r.expected_robustness)}[/bold]",
-                      "-" if r.train_wall_time_s is None else f"{r.train_wall_time_s:.1f}",
-                      "-" if r.attack_fraction is None else f"{100 * r.attack_fraction:.0f}%",
-                      escape("⚠ " + r.warnings) if r.warnings else "")
-    console.print(table)
-    if rows:
-        console.print(f"[dim]ER = {escape(rows[0].er_name)}; PGD at the target eps; AutoAttack (pyautoattack) at the "
-                      f"target eps, ✓ = certified (standard version on the full designated subset).[/dim]")
+    client = client_for(uri)
+    cache = cache_dir() / "leaderboard"
+    cache.mkdir(parents=True, exist_ok=True)
+    for rid in missing:
+        f = cache / f"{rid}.json"
+        if not f.is_file():
+            try:
+                local = client.download_artifacts(rid, "evaluation/evaluation.json", str(cache / "tmp"))
+            except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
+                raise LeaderboardError(f"run {rid} has evaluation metrics but no readable record "
+                                       f"evaluation/evaluation.json ({exc}); re-evaluate it.") from None
+            f.write_text(encode(summary_of_record(EvaluationRecord.load(local))))
+        samples[rid] = decode(f.read_text())

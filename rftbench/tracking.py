@@ -171,6 +171,28 @@ def _param_str(v: Any) -> str:
     return s[:6000]
 
 
+_STANDARD_TAGS: dict[str, str] = {}
+
+
+def standard_tags() -> dict[str, str]:
+    """MLflow's standard run tags (``mlflow.user``, ``mlflow.source.name``/``type``, and
+    ``mlflow.source.git.commit`` of the rftbench code when it is a git checkout), once per process."""
+    if not _STANDARD_TAGS:
+        import subprocess
+
+        from mlflow.tracking.context.registry import resolve_tags
+
+        _STANDARD_TAGS.update({k: str(v) for k, v in resolve_tags().items()})
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                    text=True, timeout=10)
+            if commit.returncode == 0 and commit.stdout.strip():
+                _STANDARD_TAGS["mlflow.source.git.commit"] = commit.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return dict(_STANDARD_TAGS)
+
+
 @contextmanager
 def start_run(experiment: str, run_name: str, *, tags: Mapping[str, Any] | None = None,
               uri: str | None = None, parent_run_id: str | None = None,
@@ -179,7 +201,7 @@ def start_run(experiment: str, run_name: str, *, tags: Mapping[str, Any] | None 
     client = client_for(uri)
     if run_id is None:
         exp_id = get_or_create_experiment(client, experiment)
-        all_tags = {"mlflow.runName": run_name, **(tags or {})}
+        all_tags = {**standard_tags(), "mlflow.runName": run_name, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})

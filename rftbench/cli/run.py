@@ -37,9 +37,12 @@ def cmd_demo(args) -> int:
 
     res = run_demo(epochs=args.epochs, aa_samples=args.aa_samples, quiet=args.json)
     if args.json:
-        from ..leaderboard import rows_to_json
+        import json
 
-        print_json({"leaderboard": rows_to_json(res.rows), "figure": str(res.figure), "wall_time_s": res.wall_time_s})
+        from ..lb_export import to_format
+
+        print_json({"leaderboard": json.loads(to_format(res.leaderboard, "json")), "figure": str(res.figure),
+                    "report": str(res.report), "wall_time_s": res.wall_time_s})
     return 0
 
 

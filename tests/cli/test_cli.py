@@ -38,8 +38,8 @@ def test_train_then_leaderboard_json(tmp_path, capsys, workdir):
     assert 0.0 <= out["expected_robustness"] <= 1.0
     assert main(["leaderboard", "--experiment", "tests", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["run_id"] == out["run_id"]
-    assert rows[0]["expected_robustness"] == pytest.approx(out["expected_robustness"])
+    assert rows[0]["run_ids"] == out["run_id"]
+    assert rows[0]["er_mean"] == pytest.approx(out["expected_robustness"], abs=1e-4)
 
 
 def test_plugin_option_before_or_after_the_subcommand(tmp_path, capsys):

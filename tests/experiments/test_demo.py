@@ -14,9 +14,11 @@ def test_demo_runs_each_schedule_and_ranks_by_expected_robustness(workdir):
         assert run.info.status == "FINISHED"
         assert run.data.tags["rftbench.schedule"] == name
         assert run.data.metrics["eval/expected_robustness"] == r.record["expected_robustness"]["value"]
-    ers = [row.expected_robustness for row in res.rows]
-    assert ers == sorted(ers, reverse=True) and [row.rank for row in res.rows] == [1, 2]
+    t = res.leaderboard.table
+    ers = t["er_mean"].tolist()
+    assert ers == sorted(ers, reverse=True) and t["rank"].tolist() == [1, 2]
     # plain fine-tuning never ran the attack; the scheduled run attacked only part of training
-    by_name = {row.schedule: row for row in res.rows}
-    assert by_name["none"].attack_fraction == 0.0
-    assert 0.0 < by_name["epsilon_scheduling"].attack_fraction < 1.0
+    by_name = {s.split("(")[0]: row for s, (_, row) in zip(t["schedule"], t.iterrows())}
+    assert by_name["none"]["attack_fraction"] == 0.0
+    assert 0.0 < by_name["epsilon_scheduling"]["attack_fraction"] < 1.0
+    assert res.report.is_file() and "epsilon_scheduling" in res.report.read_text()

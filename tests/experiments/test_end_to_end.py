@@ -5,7 +5,7 @@ import pytest
 
 from conftest import tiny_config
 from rftbench.experiment import run_experiment
-from rftbench.leaderboard import collect_results
+from rftbench.leaderboard import build_leaderboard
 from rftbench.tracking import client_for
 
 
@@ -34,10 +34,10 @@ def test_run_logs_params_metrics_artifacts_and_leaderboard_reads_them(workdir):
     same = rec["autoattack"]["sweep_same_samples"]
     assert same["eps"] == pytest.approx(0.2)
     assert rec["autoattack"]["accuracy"] <= same["accuracy"]
-    rows = collect_results("tests")
-    assert len(rows) == 1 and rows[0].run_id == res.run_id
-    assert rows[0].acc_clean == pytest.approx(rec["clean_accuracy"])
-    assert rows[0].acc_autoattack == pytest.approx(rec["autoattack"]["accuracy"])
+    t = build_leaderboard("tests", n_resamples=100).table
+    assert len(t) == 1 and t["run_ids"][0] == res.run_id
+    assert t["clean_mean"][0] == pytest.approx(rec["clean_accuracy"], abs=1e-4)
+    assert t["aa_mean"][0] == pytest.approx(rec["autoattack"]["accuracy"], abs=1e-4)
 
 
 def test_failed_run_is_marked_failed(workdir, monkeypatch):

@@ -257,7 +257,7 @@ def test_tune_searches_exactly_the_declared_space_of_a_file_plugin(tmp_path, wor
         assert run.data.params["schedule.name"] == "tune_triangle"
         for name, value in t.params.items():
             assert float(run.data.params[f"schedule.params.{name}"]) == pytest.approx(value)
-        assert run.data.metrics["eval/expected_robustness"] == pytest.approx(t.value)
+        assert run.data.metrics["val/expected_robustness"] == pytest.approx(t.value)
         n_train = int(run.data.params["data.n_train"])
         steps, _ = expected_attack_stats(lambda s, n, e: triangle_eps(s, n, e, **t.params), n_train,
                                          cfg.data.batch_size, 0.2)

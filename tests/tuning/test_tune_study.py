@@ -20,7 +20,8 @@ def test_tune_records_trials_in_sqlite_and_mlflow(workdir):
         assert run.info.status == "FINISHED"
         assert float(run.data.params["schedule.params.warmup"]) == t.params["warmup"]
         assert run.data.params["eval.split"] == "val"  # tuning never sees the test split
-        assert run.data.metrics["eval/expected_robustness"] == t.value
+        assert run.data.metrics["val/expected_robustness"] == t.value  # validation metrics never under eval/*
+        assert not any(k.startswith("eval/") for k in run.data.metrics)
     # a second worker joins the same study
     res2 = tune(cfg, n_trials=1, storage=storage, study_name="s1", sampler="random", pruner="none")
     assert res2.n_trials == 3

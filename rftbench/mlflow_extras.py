@@ -1,0 +1,101 @@
+"""What MLflow users expect on a run, beyond rftbench's own tags and metrics.
+
+- the record's numbers under the split's prefix (``eval/*`` on test, ``val/*`` on the
+  validation split, so search trials never look like test results), the robustness curve as ONE
+  metric ``<prefix>/robustness_curve`` over the eps index (step = index into the grid; the grid
+  itself is the ``evaluation/robustness_curve.csv`` artifact);
+- the tags the leaderboard groups by (split, subset hash, compact per-sample summary);
+- the fine-tuned model as an MLflow PyTorch model with an input signature (registrable with
+  ``mlflow.register_model("runs:/<run id>/mlflow_model", NAME)``);
+- the train/val/test splits as run inputs (``mlflow.data``) with digests.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .sample_summary import summary_tag
+
+CURVE_METRIC = "robustness_curve"
+MODEL_ARTIFACT = "mlflow_model"
+
+
+def split_prefix(split: str) -> str:
+    return "eval" if split == "test" else "val" if split == "val" else f"eval_{split}"
+
+
+def record_metrics(record: Any) -> tuple[dict[str, float], list[float]]:
+    """The record's scalar metrics under its split's prefix, and the curve (accuracy per eps index)."""
+    prefix = split_prefix(record["split"])
+    out = {}
+    for k, v in record.metrics().items():
+        name = k.split("/", 1)[1]
+        if not name.startswith("acc_sweep_eps_"):
+            out[f"{prefix}/{name}"] = v
+    return out, list(record["sweep"]["accuracy"])
+
+
+def log_record_metrics(tracker: Any, record: Any, step: int = 0) -> None:
+    """Scalars at ``step`` (after the last epoch for a validation record, so they are the latest
+    value), the curve at steps 0..G-1."""
+    metrics, curve = record_metrics(record)
+    tracker.log_metrics(metrics, step=step)
+    prefix = split_prefix(record["split"])
+    for i, acc in enumerate(curve):
+        tracker.log_metrics({f"{prefix}/{CURVE_METRIC}": acc}, step=i)
+
+
+def leaderboard_tags(record: Any) -> dict[str, Any]:
+    tm = record["threat_model"]
+    return {"rftbench.split": record["split"], "rftbench.norm": tm["norm"], "rftbench.eps": tm["target_eps"],
+            "rftbench.subset_sha256": record["subset"]["indices_sha256"],
+            "rftbench.n_aa": (record["autoattack"] or {}).get("n_samples", 0), **summary_tag(record)}
+
+
+def log_pytorch_model(tracker: Any, model: Any, example: Any) -> None:
+    """The model as an MLflow PyTorch model (input signature from one example batch)."""
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    model = model.eval()
+    x = example[:1].to(next(model.parameters()).device)
+    with torch.no_grad():
+        y = model(x)
+    sig = infer_signature(x.cpu().numpy(), y.cpu().numpy())
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / MODEL_ARTIFACT
+        mlflow.pytorch.save_model(model, str(path), signature=sig, input_example=x,
+                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "rftbench"])
+        tracker.client.log_artifacts(tracker.run_id, str(path), MODEL_ARTIFACT)
+
+
+def log_dataset_inputs(tracker: Any, cfg: Any, splits: Any) -> None:
+    """train/val/test as MLflow dataset inputs; digest = sha256 of the data config, the split's size
+    and the split description (``splits.json``)."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    inputs = []
+    for name in ("train", "val", "test"):
+        ds = splits.split(name)
+        desc = json.dumps({"data": cfg.data.model_dump(), "split": name, "n": len(ds), "info": splits.info},
+                          sort_keys=True, default=str)
+        digest = hashlib.sha256(desc.encode()).hexdigest()[:16]
+        source = HTTPDatasetSource(url=f"rftbench://{cfg.data.name}/{name}")
+        meta = MetaDataset(source=source, name=f"{cfg.data.name}-{name}", digest=digest)
+        inputs.append(DatasetInput(meta._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", name)]))
+    tracker.client.log_inputs(tracker.run_id, datasets=inputs)
+
+
+def example_batch(dataset: Any) -> Any:
+    import torch
+
+    x, _ = dataset[0]
+    return torch.as_tensor(np.asarray(x))[None]

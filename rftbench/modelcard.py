@@ -1,0 +1,87 @@
+"""``rftbench export model-card RUN_ID --out DIR``: a run's weights and a RobustBench model card.
+
+DIR receives ``model.safetensors`` (+ ``model.safetensors.json``, the architecture spec) and
+``model_info.json`` with the fields of RobustBench's ``ModelInfo`` (robustbench.utils) filled
+from the run's evaluation record: clean and AutoAttack accuracy (percent, as RobustBench lists
+them), eps, threat model, dataset, architecture, number of forward passes per prediction (1: a
+plain classifier), additional data, footnote. Only a run whose AutoAttack is certified (standard
+version on the whole designated test subset, every check passed) gets a card.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import LeaderboardError
+from .tracking import client_for
+
+MODEL_INFO_FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+                     "architecture", "eps", "clean_acc", "reported", "corruptions_acc", "corruptions_acc_3d",
+                     "corruptions_mce", "corruptions_mce_3d", "autoattack_acc", "footnote")
+
+
+def _weights_run(client, run) -> Any:
+    """The run holding the weights: this one, or the training run with the same weights hash."""
+    if any(a.path == "model" for a in client.list_artifacts(run.info.run_id)):
+        return run
+    sha = run.data.tags.get("rftbench.weights_sha256", "")
+    found = client.search_runs([run.info.experiment_id], f"tags.`rftbench.weights_sha256` = '{sha}'") if sha else []
+    for r in found:
+        if any(a.path == "model" for a in client.list_artifacts(r.info.run_id)):
+            return r
+    raise LeaderboardError(f"run {run.info.run_id} logged no weights (artifact 'model/') and no run of its "
+                           f"experiment with weights hash {sha[:12] or '?'} did; export a training run instead.")
+
+
+def model_info(record: dict[str, Any], run: Any) -> dict[str, Any]:
+    tm, aa = record["threat_model"], record["autoattack"]
+    p = run.data.params
+    info = dict.fromkeys(MODEL_INFO_FIELDS)
+    info.update({
+        "name": run.info.run_name, "authors": run.data.tags.get("mlflow.user"), "additional_data": False,
+        "number_forward_passes": 1, "dataset": record["dataset"],
+        "architecture": (record["model"].get("arch") or {}).get("name", p.get("model.name")),
+        "eps": f"{tm['target_eps'] * 255:g}/255", "clean_acc": f"{100 * record['clean_accuracy']:.2f}",
+        "reported": f"{100 * aa['accuracy']:.2f}", "autoattack_acc": f"{100 * aa['accuracy']:.2f}",
+        "footnote": (f"rftbench robust fine-tuning, schedule {p.get('schedule.name', '?')} "
+                     f"{json.dumps({k[16:]: v for k, v in p.items() if k.startswith('schedule.params.')})}; "
+                     f"AutoAttack {aa['version']} on {aa['n_samples']} {record['split']} samples "
+                     f"(subset sha256 {record['subset']['indices_sha256'][:12]}); ER {record['expected_robustness']['name']}"
+                     f" = {100 * record['expected_robustness']['value']:.2f}%."),
+    })
+    info["threat_model"] = tm.get("norm", p.get("threat.norm"))
+    info["rftbench"] = {"mlflow_run_id": run.info.run_id, "weights_sha256": record["model"].get("weights_sha256"),
+                        "certified": record["certified"], "versions": record.get("versions")}
+    return info
+
+
+def export_model_card(run_id: str, out: str | Path, *, uri: str | None = None) -> Path:
+    client = client_for(uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - MLflow raises its own exception kinds for an unknown id
+        raise LeaderboardError(f"no MLflow run {run_id!r} at {client.tracking_uri}; list runs with "
+                               f"`rftbench runs list` or the MLflow UI.") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            rec = json.loads(Path(client.download_artifacts(run_id, "evaluation/evaluation.json", tmp)).read_text())
+        except Exception:  # noqa: BLE001
+            raise LeaderboardError(f"run {run_id} has no evaluation record (evaluation/evaluation.json); "
+                                   f"evaluate the model first.") from None
+        if not rec.get("certified") or rec.get("flagged"):
+            why = "is flagged by a sanity check" if rec.get("flagged") else "is not certified"
+            raise LeaderboardError(f"run {run_id}'s AutoAttack {why} (certified needs AutoAttack 'standard' on the "
+                                   f"whole designated test subset and every check passing); RobustBench cards list "
+                                   f"only certified numbers. Evaluate with eval.autoattack.version=standard.")
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        wrun = _weights_run(client, run)
+        local = Path(client.download_artifacts(wrun.info.run_id, "model", tmp))
+        for f in local.iterdir():
+            name = "model.safetensors" + (".json" if f.name.endswith(".json") else "")
+            shutil.copy(f, out / name)
+        (out / "model_info.json").write_text(json.dumps(model_info(rec, run), indent=2))
+    return out
