@@ -55,3 +55,11 @@ class RecordError(RftbenchError):
 
 class TrackingError(RftbenchError):
     """The tracking store (MLflow) cannot be reached or refused an operation."""
+
+
+class DiskFullError(RftbenchError, OSError):
+    """A write failed because the filesystem is full (ENOSPC) or over quota; nothing was left half written."""
+
+
+class RunFinishedError(RftbenchError):
+    """``--resume`` named a run that already ended FINISHED: there is nothing to resume."""

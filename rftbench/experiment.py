@@ -33,12 +33,16 @@ class ExperimentResult:
 
 def write_curve_csv(record: EvaluationRecord, path: Path) -> Path:
     """The robustness curve (accuracy under the sweep attack at each eps) as CSV."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["eps", "eps_x255", "accuracy"])
-        for e, a in zip(record["sweep"]["eps_grid"], record["sweep"]["accuracy"]):
-            w.writerow([f"{e:.8f}", f"{e * 255:.4f}", f"{a:.6f}"])
-    return path
+    import io
+
+    from .atomic import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["eps", "eps_x255", "accuracy"])
+    for e, a in zip(record["sweep"]["eps_grid"], record["sweep"]["accuracy"]):
+        w.writerow([f"{e:.8f}", f"{e * 255:.4f}", f"{a:.6f}"])
+    return atomic_write_text(path, buf.getvalue())
 
 
 def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, run_dir: str | Path | None = None,
