@@ -16,6 +16,8 @@ from .evaluate import EvaluationRecord, evaluate_model
 from .models import weights_sha256
 from .plots import plot_robustness_curves
 from .setup import Task, build_task
+from .errors import ConfigError, RunFinishedError
+from .spool import start_spooled_run
 from .tracking import Tracker, start_run
 from .training import Callback, TrainResult, train
 from .validation import load_plugins, validate_names
@@ -57,17 +59,18 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
     :class:`rftbench.training.Callback` objects (e.g. Optuna pruning).
     """
     validate_names(cfg)
+    check_output_dir(cfg.output_dir)
     if resume_run_id is not None:
-        from .recovery import check_resumable, run_dir_of
-
-        run_dir = run_dir or run_dir_of(check_resumable(resume_run_id, uri=tracking_uri))
+        run_dir = _resumable_run_dir(resume_run_id, run_dir, tracking_uri)
     task = build_task(cfg)
     tags = {"rftbench.schedule": cfg.schedule.name, "rftbench.model": cfg.model.name,
             "rftbench.dataset": cfg.data.name, "rftbench.kind": "experiment", **(extra_tags or {})}
-    with start_run(cfg.experiment, cfg.name, tags=tags, uri=tracking_uri, parent_run_id=parent_run_id,
-                   run_id=resume_run_id) as tracker:
+    with start_spooled_run(cfg.experiment, cfg.name, tags=tags, uri=tracking_uri, parent_run_id=parent_run_id,
+                           run_id=resume_run_id, offline_ok=cfg.tracking.offline_ok,
+                           sync_wait_s=cfg.tracking.sync_wait_s) as tracker:
         rdir = Path(run_dir or Path(cfg.output_dir) / tracker.run_id)
         rdir.mkdir(parents=True, exist_ok=True)
+        tracker.attach(rdir)
         if resume_run_id is None:
             _log_run_inputs(tracker, cfg, task, rdir)
         result = train(cfg, run_dir=rdir, task=task, tracker=tracker, resume=resume_run_id is not None,
@@ -75,6 +78,31 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
         _log_training(tracker, result)
         record = _evaluate_and_log(tracker, cfg, task, result, rdir) if evaluate else None
         return ExperimentResult(tracker.run_id, result, record, rdir)
+
+
+def check_output_dir(output_dir: str | Path) -> None:
+    """Refuse an ``output_dir`` that cannot be a directory (it, or a parent, is a file)."""
+    p = Path(output_dir).expanduser()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise ConfigError(f"output_dir {str(output_dir)!r} cannot be created: {q} is a file. "
+                                  f"Set output_dir to a directory path.")
+            return
+
+
+def _resumable_run_dir(run_id: str, run_dir: str | Path | None, uri: str | None) -> str | Path | None:
+    """The checkpoint directory of run ``run_id`` after checking it may be resumed: a FINISHED
+    run is refused (:class:`RunFinishedError`, its status untouched), and so is a run whose
+    checkpoint is gone although it trained (it would silently start over)."""
+    from .recovery import check_resumable, run_dir_of
+
+    run = check_resumable(run_id, uri=uri)
+    if run.info.status == "FINISHED":
+        raise RunFinishedError(f"run {run_id} ({run.info.run_name}) is FINISHED already: there is nothing to "
+                               f"resume, and it is left as it is. Start a new run to train again.")
+    run_dir = run_dir or run_dir_of(run)
+    return run_dir
 
 
 def _log_run_inputs(tracker: Tracker, cfg: ExperimentConfig, task: Task, rdir: Path) -> None:
@@ -123,7 +151,8 @@ def _record_tags(record: EvaluationRecord) -> dict[str, Any]:
 
 def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, log: bool = True,
                     out: str | Path | None = None, shard: tuple[int, int] | None = None,
-                    reference: EvaluationRecord | None = None) -> tuple[EvaluationRecord, Optional[str]]:
+                    reference: EvaluationRecord | None = None,
+                    allow_fresh_head: bool = False) -> tuple[EvaluationRecord, Optional[str]]:
     """Evaluate ``cfg.model`` as it is (no training) on ``cfg.eval.split`` of ``cfg.data``.
 
     Works on any registry model (``file:``, ``timm:``, ...); a ``file:`` checkpoint keeps its own
@@ -134,9 +163,12 @@ def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, l
     """
     load_plugins(cfg)
     task = build_task(cfg, keep_head=True)
+    if not allow_fresh_head:
+        check_trained_head(cfg, task.model)
     split = cfg.eval.split
     record = evaluate_model(task.model, task.splits.split(split), cfg, device=task.device,
                             dataset_name=cfg.data.name, split=split, shard=shard, reference=reference)
+    record.data["experiment"] = cfg.experiment
     run_id = None
     if log:
         name = f"eval:{cfg.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
@@ -145,6 +177,18 @@ def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, l
     if out is not None:
         record.save(out)
     return record, run_id
+
+
+def check_trained_head(cfg: ExperimentConfig, model: Any) -> None:
+    """Refuse to evaluate a model whose classifier head was never trained for ``cfg.data`` (its
+    families mark a head they replaced or initialised: ``model.fresh_head``): its accuracy would
+    be meaningless (chance level)."""
+    if not getattr(model, "fresh_head", False):
+        return
+    raise ConfigError(f"{cfg.model.name} has no classifier head trained for dataset {cfg.data.name!r}: evaluating "
+                      f"it would score a freshly initialised head (chance-level numbers). Evaluate a fine-tuned "
+                      f"checkpoint (--model file:RUN_DIR/model.safetensors, written by `rftbench train`), or pass "
+                      f"--allow-fresh-head if that is really what you want.")
 
 
 def log_evaluation_record(record: EvaluationRecord, *, experiment: str, run_name: str,

@@ -148,4 +148,6 @@ def builtin_model(rest: str, num_classes: int, *, pretrained: bool, weights: str
         if model.num_classes != num_classes:
             model.reset_classifier(num_classes)
         return model
-    return PixelModel(entry.build(num_classes=num_classes, **merged), spec, arch)
+    model = PixelModel(entry.build(num_classes=num_classes, **merged), spec, arch)
+    model.fresh_head = True  # randomly initialised
+    return model

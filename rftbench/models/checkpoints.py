@@ -193,6 +193,7 @@ def load_checkpoint(path: str | Path) -> PixelModel:
     if bad:
         raise CheckpointError(f"checkpoint {p} holds non-finite weights (NaN or inf) in {len(bad)} tensor(s), "
                               f"e.g. {bad[0]}: it is corrupt or came from a diverged run; use another checkpoint.")
+    model.fresh_head = False
     return model
 
 

@@ -52,6 +52,7 @@ class PixelModel(nn.Module):
         self.net = net
         self.spec = spec
         self.arch = arch
+        self.fresh_head = False  # True: the head was never trained (see reset_classifier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
@@ -65,6 +66,7 @@ class PixelModel(nn.Module):
         ``reset_classifier`` where the network has it, else its last linear layer)."""
         reset_head(self.net, num_classes)
         self.arch = {**self.arch, "num_classes": num_classes}
+        self.fresh_head = True  # never trained: evaluation refuses it unless asked (--allow-fresh-head)
 
     def head_parameters(self) -> list[nn.Parameter]:
         return list(get_head(self.net).parameters())

@@ -24,7 +24,7 @@ from ..errors import CheckpointError
 
 STATE_FORMAT = 2
 # Config keys that may change between a run and its resumption (they do not change the weights).
-RESUME_MAY_DIFFER = ("name", "experiment", "output_dir", "plugins", "eval.", "train.device", "train.progress",
+RESUME_MAY_DIFFER = ("name", "experiment", "output_dir", "plugins", "eval.", "tracking.", "train.device", "train.progress",
                      "train.log_every", "train.checkpoint_every", "train.checkpoint_every_steps",
                      "train.val_every", "train.val_samples", "data.num_workers", "data.eval_batch_size")
 
