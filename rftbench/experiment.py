@@ -17,8 +17,8 @@ from .models import weights_sha256
 from .plots import plot_robustness_curves
 from .setup import Task, build_task
 from .errors import ConfigError, RunFinishedError
-from .spool import start_spooled_run
-from .tracking import Tracker, start_run
+from .spool import check_store, start_spooled_run
+from .tracking import Tracker, check_tracking_uri, default_tracking_uri, start_run
 from .training import Callback, TrainResult, train
 from .validation import load_plugins, validate_names
 
@@ -60,6 +60,8 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
     """
     validate_names(cfg)
     check_output_dir(cfg.output_dir)
+    check_tracking_uri(tracking_uri or default_tracking_uri())
+    check_store(tracking_uri or default_tracking_uri(), offline_ok=cfg.tracking.offline_ok)
     if resume_run_id is not None:
         run_dir = _resumable_run_dir(resume_run_id, run_dir, tracking_uri)
     task = build_task(cfg)

@@ -298,6 +298,22 @@ class SpoolingTracker:
         return True
 
 
+def check_store(uri: str, offline_ok: bool = False) -> bool:
+    """Whether the store at ``uri`` answers (within seconds); if not, a :class:`TrackingError`
+    unless ``offline_ok`` (then False). Called before any model or data is loaded."""
+    from .tracking import ensure_store
+
+    fast_fail_http()
+    try:
+        ensure_store(uri)
+        return True
+    except TrackingError as exc:
+        if not offline_ok:
+            raise TrackingError(f"{exc} (Or set tracking.offline_ok: true to train now and send the "
+                                f"run later with `rftbench runs sync RUN_DIR`.)") from None
+        return False
+
+
 def _open_client(uri: str, offline_ok: bool) -> tuple[Any, bool]:
     """(client, online): the store checked with a short timeout, unless ``offline_ok``."""
     from mlflow.tracking import MlflowClient

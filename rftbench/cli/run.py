@@ -103,9 +103,12 @@ def cmd_evaluate_merge(args, paths: list[str]) -> int:
     if not paths:
         raise RftbenchError("`rftbench evaluate merge` needs the shard records: merge REC1.json REC2.json ... --out M.json")
     record = merge_records([EvaluationRecord.load(p) for p in paths])
+    experiment = _experiment_of_records(paths)
+    if experiment is not None:
+        record.data["experiment"] = experiment  # as an unsharded record says
     run_id = None
     if not args.no_log:
-        experiment = args.experiment or record.data.get("experiment") or _experiment_of_records(paths)
+        experiment = args.experiment or experiment or "rftbench"
         run_id = log_evaluation_record(record, experiment=experiment, run_name=f"eval-merged:{record['dataset']}")
     if args.out:
         record.save(args.out)
@@ -116,9 +119,8 @@ def cmd_evaluate_merge(args, paths: list[str]) -> int:
     return 0
 
 
-def _experiment_of_records(paths: list[str]) -> str:
-    """The experiment the shard records were evaluated for (the ``experiment`` of the config
-    logged with them), else ``rftbench``."""
+def _experiment_of_records(paths: list[str]) -> str | None:
+    """The experiment of the config the shard records were evaluated with, if they say."""
     import json
 
     names = set()
@@ -127,14 +129,12 @@ def _experiment_of_records(paths: list[str]) -> str:
             data = json.loads(open(p, encoding="utf-8").read())
         except (OSError, ValueError):
             continue
-        cfg = data.get("config") if isinstance(data, dict) else None
-        name = (cfg or {}).get("experiment") if isinstance(cfg, dict) else None
-        names.add(name or data.get("experiment"))
+        names.add(data.get("experiment") if isinstance(data, dict) else None)
     names.discard(None)
     if len(names) > 1:
         raise RftbenchError(f"the shard records come from different experiments {sorted(names)}; pick one with "
                             f"--experiment.")
-    return names.pop() if names else "rftbench"
+    return names.pop() if names else None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
