@@ -43,7 +43,14 @@ def disk_full_error(path: str | Path, needed: Optional[int]) -> DiskFullError:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in _FULL
+    """An ENOSPC/EDQUOT error, also when a library re-raised it as another error (torch.save's
+    zip writer raises a RuntimeError from its cleanup while an ENOSPC propagates)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, size_hint: Optional[int] = None) -> Path:

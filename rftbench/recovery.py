@@ -154,6 +154,7 @@ def config_of_run(run_id: str, overrides: list[str] | tuple[str, ...] = (), *, u
 
     from .config import load_config
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     run = check_resumable(run_id, uri=uri)
     local = Path(run_dir_of(run) or "") / "tracking-artifacts" / "config.yaml"
     with tempfile.TemporaryDirectory() as d:
