@@ -185,7 +185,10 @@ def check_trained_head(cfg: ExperimentConfig, model: Any) -> None:
     """Refuse to evaluate a model whose classifier head was never trained for ``cfg.data`` (its
     families mark a head they replaced or initialised: ``model.fresh_head``): its accuracy would
     be meaningless (chance level)."""
-    if not getattr(model, "fresh_head", False):
+    head_task = getattr(model, "head_task", None)  # the dataset (and options) the head was trained on
+    same_task = head_task is None or (head_task["name"] == cfg.data.name and all(
+        cfg.data.options.get(k) == v for k, v in head_task["options"].items()))
+    if not getattr(model, "fresh_head", False) and same_task:
         return
     raise ConfigError(f"{cfg.model.name} has no classifier head trained for dataset {cfg.data.name!r}: evaluating "
                       f"it would score a freshly initialised head (chance-level numbers). Evaluate a fine-tuned "
