@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import threading
 import time

@@ -136,3 +136,12 @@ def test_bad_storage_output_dir_and_device_are_refused_before_any_run(workdir, m
         run_experiment(tiny_config())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
     assert _runs() == []
+
+
+def test_unknown_optuna_storage_scheme_is_refused_before_any_run(workdir, capsys):
+    from rftbench.cli import main
+
+    path = _write(workdir, tiny_config())
+    assert main(["tune", path, "--trials", "1", "--storage", "nosuch://host/db"]) == 2
+    assert "not a database URL SQLAlchemy can open" in capsys.readouterr().err
+    assert _runs() == [] and not (workdir / "optuna.db").exists()
