@@ -295,6 +295,16 @@ class EvalConfig(_Strict):
         return out
 
 
+class TrackingConfig(_Strict):
+    """How a training run talks to the MLflow store. Metrics and tags always go through an on-disk
+    spool in the run directory, flushed in the background. ``offline_ok``: a store that does not
+    answer at start is not an error: the run spools and ``rftbench runs sync RUN_DIR`` uploads it
+    later. ``sync_wait_s``: how long the end of a run waits for an unreachable store."""
+
+    offline_ok: bool = False
+    sync_wait_s: float = Field(30.0, ge=0, le=3600)
+
+
 class ExperimentConfig(_Strict):
     """One robust fine-tuning run: model x data x schedule x attack, then evaluation."""
 
@@ -308,6 +318,7 @@ class ExperimentConfig(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     plugins: list[str] = Field(default_factory=list)
     output_dir: str = "rftbench-runs"
 

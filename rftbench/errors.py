@@ -59,3 +59,11 @@ class TrackingError(RftbenchError):
 
 class LeaderboardError(RftbenchError):
     """The leaderboard, report or export cannot be built as asked (no such experiment, no records, ...)."""
+
+
+class DiskFullError(RftbenchError, OSError):
+    """A write failed because the filesystem is full (ENOSPC) or over quota; nothing was left half written."""
+
+
+class RunFinishedError(RftbenchError):
+    """``--resume`` named a run that already ended FINISHED: there is nothing to resume."""

@@ -19,7 +19,9 @@ from .mlflow_extras import example_batch, leaderboard_tags, log_dataset_inputs, 
 from .models import weights_sha256
 from .plots import plot_robustness_curves
 from .setup import Task, build_task
-from .tracking import Tracker, start_run
+from .errors import ConfigError, RunFinishedError
+from .spool import check_store, start_spooled_run
+from .tracking import Tracker, check_tracking_uri, default_tracking_uri, start_run
 from .training import Callback, TrainResult, train
 from .validation import load_plugins, validate_names
 
@@ -36,12 +38,16 @@ class ExperimentResult:
 
 def write_curve_csv(record: EvaluationRecord, path: Path) -> Path:
     """The robustness curve (accuracy under the sweep attack at each eps) as CSV."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["eps", "eps_x255", "accuracy"])
-        for e, a in zip(record["sweep"]["eps_grid"], record["sweep"]["accuracy"]):
-            w.writerow([f"{e:.8f}", f"{e * 255:.4f}", f"{a:.6f}"])
-    return path
+    import io
+
+    from .atomic import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["eps", "eps_x255", "accuracy"])
+    for e, a in zip(record["sweep"]["eps_grid"], record["sweep"]["accuracy"]):
+        w.writerow([f"{e:.8f}", f"{e * 255:.4f}", f"{a:.6f}"])
+    return atomic_write_text(path, buf.getvalue())
 
 
 def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, run_dir: str | Path | None = None,
@@ -56,17 +62,20 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
     :class:`rftbench.training.Callback` objects (e.g. Optuna pruning).
     """
     validate_names(cfg)
+    check_output_dir(cfg.output_dir)
+    check_tracking_uri(tracking_uri or default_tracking_uri())
+    check_store(tracking_uri or default_tracking_uri(), offline_ok=cfg.tracking.offline_ok)
     if resume_run_id is not None:
-        from .recovery import check_resumable, run_dir_of
-
-        run_dir = run_dir or run_dir_of(check_resumable(resume_run_id, uri=tracking_uri))
+        run_dir = _resumable_run_dir(resume_run_id, run_dir, tracking_uri)
     task = build_task(cfg)
     tags = {"rftbench.schedule": cfg.schedule.name, "rftbench.model": cfg.model.name,
             "rftbench.dataset": cfg.data.name, "rftbench.kind": "experiment", **(extra_tags or {})}
-    with start_run(cfg.experiment, cfg.name, tags=tags, uri=tracking_uri, parent_run_id=parent_run_id,
-                   run_id=resume_run_id) as tracker:
+    with start_spooled_run(cfg.experiment, cfg.name, tags=tags, uri=tracking_uri, parent_run_id=parent_run_id,
+                           run_id=resume_run_id, offline_ok=cfg.tracking.offline_ok,
+                           sync_wait_s=cfg.tracking.sync_wait_s) as tracker:
         rdir = Path(run_dir or Path(cfg.output_dir) / tracker.run_id)
         rdir.mkdir(parents=True, exist_ok=True)
+        tracker.attach(rdir)
         if resume_run_id is None:
             _log_run_inputs(tracker, cfg, task, rdir)
         result = train(cfg, run_dir=rdir, task=task, tracker=tracker, resume=resume_run_id is not None,
@@ -76,6 +85,31 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
             log_pytorch_model(tracker, result.model, example_batch(task.splits.test))
         record = _evaluate_and_log(tracker, cfg, task, result, rdir, resume_run_id is not None) if evaluate else None
         return ExperimentResult(tracker.run_id, result, record, rdir)
+
+
+def check_output_dir(output_dir: str | Path) -> None:
+    """Refuse an ``output_dir`` that cannot be a directory (it, or a parent, is a file)."""
+    p = Path(output_dir).expanduser()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise ConfigError(f"output_dir {str(output_dir)!r} cannot be created: {q} is a file. "
+                                  f"Set output_dir to a directory path.")
+            return
+
+
+def _resumable_run_dir(run_id: str, run_dir: str | Path | None, uri: str | None) -> str | Path | None:
+    """The checkpoint directory of run ``run_id`` after checking it may be resumed: a FINISHED
+    run is refused (:class:`RunFinishedError`, its status untouched), and so is a run whose
+    checkpoint is gone although it trained (it would silently start over)."""
+    from .recovery import check_resumable, run_dir_of
+
+    run = check_resumable(run_id, uri=uri)
+    if run.info.status == "FINISHED":
+        raise RunFinishedError(f"run {run_id} ({run.info.run_name}) is FINISHED already: there is nothing to "
+                               f"resume, and it is left as it is. Start a new run to train again.")
+    run_dir = run_dir or run_dir_of(run)
+    return run_dir
 
 
 def _log_run_inputs(tracker: Tracker, cfg: ExperimentConfig, task: Task, rdir: Path) -> None:
@@ -145,7 +179,7 @@ def evaluation_state_path(cfg: ExperimentConfig, out: str | Path | None = None,
 def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, log: bool = True,
                     out: str | Path | None = None, shard: tuple[int, int] | None = None,
                     reference: EvaluationRecord | None = None, resume: bool = False,
-                    on_block: Any = None) -> tuple[EvaluationRecord, Optional[str]]:
+                    on_block: Any = None, allow_fresh_head: bool = False) -> tuple[EvaluationRecord, Optional[str]]:
     """Evaluate ``cfg.model`` as it is (no training) on ``cfg.eval.split`` of ``cfg.data``.
 
     Works on any registry model (``file:``, ``timm:``, ...); a ``file:`` checkpoint keeps its own
@@ -166,6 +200,8 @@ def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, l
     if not resume:
         state.unlink(missing_ok=True)
     task = build_task(cfg, keep_head=True)
+    if not allow_fresh_head:
+        check_trained_head(cfg, task.model)
     split = cfg.eval.split
     name = f"eval:{cfg.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
     try:
@@ -179,6 +215,7 @@ def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, l
                                  "rftbench.eval_state": str(state.resolve())}):
                 raise
         raise
+    record.data["experiment"] = cfg.experiment
     run_id = None
     if log:
         run_id = log_evaluation_record(record, experiment=cfg.experiment, run_name=name, params=cfg.flat(),
@@ -186,6 +223,21 @@ def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, l
     if out is not None:
         record.save(out)
     return record, run_id
+
+
+def check_trained_head(cfg: ExperimentConfig, model: Any) -> None:
+    """Refuse to evaluate a model whose classifier head was never trained for ``cfg.data`` (its
+    families mark a head they replaced or initialised: ``model.fresh_head``): its accuracy would
+    be meaningless (chance level)."""
+    head_task = getattr(model, "head_task", None)  # the dataset (and options) the head was trained on
+    same_task = head_task is None or (head_task["name"] == cfg.data.name and all(
+        cfg.data.options.get(k) == v for k, v in head_task["options"].items()))
+    if not getattr(model, "fresh_head", False) and same_task:
+        return
+    raise ConfigError(f"{cfg.model.name} has no classifier head trained for dataset {cfg.data.name!r}: evaluating "
+                      f"it would score a freshly initialised head (chance-level numbers). Evaluate a fine-tuned "
+                      f"checkpoint (--model file:RUN_DIR/model.safetensors, written by `rftbench train`), or pass "
+                      f"--allow-fresh-head if that is really what you want.")
 
 
 def log_evaluation_record(record: EvaluationRecord, *, experiment: str, run_name: str,

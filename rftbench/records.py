@@ -134,10 +134,9 @@ class EvaluationRecord:
         return json.dumps(self.data, indent=2, sort_keys=False)
 
     def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(self.to_json())
-        return p
+        from .atomic import atomic_write_text
+
+        return atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "EvaluationRecord":

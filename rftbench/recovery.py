@@ -145,3 +145,24 @@ def check_resumable(run_id: str, *, uri: str | None = None):
 def run_dir_of(run) -> Optional[str]:
     """The checkpoint directory recorded on a run (tag ``rftbench.run_dir``), if any."""
     return run.data.tags.get("rftbench.run_dir")
+
+
+def config_of_run(run_id: str, overrides: list[str] | tuple[str, ...] = (), *, uri: str | None = None):
+    """The config a run was started with (its ``config.yaml`` artifact, which holds its
+    ``--set`` overrides), with ``overrides`` applied on top: for ``rftbench train --resume RUN_ID``."""
+    import tempfile
+
+    from .config import load_config
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    run = check_resumable(run_id, uri=uri)
+    local = Path(run_dir_of(run) or "") / "tracking-artifacts" / "config.yaml"
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            path = client_for(uri).download_artifacts(run_id, "config.yaml", d)
+        except Exception:  # noqa: BLE001 - not uploaded (yet): the run directory's copy
+            if not run_dir_of(run) or not local.is_file():
+                raise RftbenchError(f"run {run_id} has no config.yaml artifact and no local copy ({local}); "
+                                    f"resume it with `rftbench train CONFIG --resume {run_id}`.") from None
+            path = str(local)
+        return load_config(path, list(overrides))

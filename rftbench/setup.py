@@ -52,9 +52,23 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"train.device {name!r} is not a device; use auto, cpu, cuda, cuda:1 or mps.") from None
+    _check_device_present(device)
+    return device
+
+
+def _check_device_present(device: torch.device) -> None:
+    """Refuse a CUDA or MPS device this machine does not have (before any run is created)."""
+    if device.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (device.index is not None and device.index >= n):
+            have = f"{n} CUDA device(s)" if n else "no usable CUDA GPU"
+            raise ConfigError(f"train.device {str(device)!r} is not available: this machine has {have}. "
+                              f"Use train.device: auto (or cpu).")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("train.device 'mps' is not available on this machine; use train.device: auto (or cpu).")
 
 
 def build_model(cfg: ExperimentConfig, num_classes: int) -> PixelModel:

@@ -62,7 +62,7 @@ def ensure_store(uri: str, *, timeout_s: float = 5.0) -> None:
     """
     if uri in _READY_STORES:
         return
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    scheme = check_tracking_uri(uri)
     if scheme == "sqlite":
         db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
         if db is not None:
@@ -74,6 +74,21 @@ def ensure_store(uri: str, *, timeout_s: float = 5.0) -> None:
     elif scheme in ("http", "https"):
         _check_server(uri, timeout_s)
     _READY_STORES.add(uri)
+
+
+KNOWN_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+
+
+def check_tracking_uri(uri: str) -> str:
+    """The scheme of a tracking URI, after refusing one MLflow cannot open (before any run exists)."""
+    if uri.startswith(("/", "./", "../", "~")):
+        return "file"  # a local directory: MLflow's file store
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+    if scheme not in KNOWN_SCHEMES:
+        raise TrackingError(f"tracking URI {uri!r} has {'scheme ' + repr(scheme) if scheme else 'no scheme'}; "
+                            f"use one of {', '.join(s + '://' for s in KNOWN_SCHEMES)} (MLFLOW_TRACKING_URI), "
+                            f"or unset it to log to ./{DEFAULT_DB}.")
+    return scheme
 
 
 def _open_sql_store(uri: str, attempts: int = 1) -> None:

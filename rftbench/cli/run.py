@@ -50,8 +50,22 @@ def cmd_train(args) -> int:
     from ..config import load_config
     from ..experiment import run_experiment
 
-    cfg = load_config(args.config, args.set)
-    res = run_experiment(cfg, evaluate=not args.no_eval, resume_run_id=args.resume, run_dir=args.run_dir)
+    from ..errors import RunFinishedError
+
+    if args.config is None:
+        if not args.resume:
+            raise RftbenchError("`rftbench train` needs a CONFIG (or `--resume RUN_ID` to continue a run with "
+                                "its own config).")
+        from ..recovery import config_of_run
+
+        cfg = config_of_run(args.resume, args.set)
+    else:
+        cfg = load_config(args.config, args.set)
+    try:
+        res = run_experiment(cfg, evaluate=not args.no_eval, resume_run_id=args.resume, run_dir=args.run_dir)
+    except RunFinishedError as exc:
+        Console(stderr=True).print(escape(str(exc)))
+        return 0
     out = {"run_id": res.run_id, "run_dir": str(res.run_dir), "checkpoint": str(res.train.checkpoint),
            "train_wall_time_s": res.train.wall_time_s}
     if res.record is not None:
@@ -77,7 +91,7 @@ def cmd_evaluate(args) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     reference = EvaluationRecord.load(args.reference) if args.reference else None
     record, run_id = evaluate_config(cfg, log=not args.no_log, out=args.out, shard=shard, reference=reference,
-                                     resume=args.resume)
+                                     resume=args.resume, allow_fresh_head=args.allow_fresh_head)
     if args.json:
         print_json({**record.data, "mlflow_run_id": run_id})
     else:
@@ -92,9 +106,13 @@ def cmd_evaluate_merge(args, paths: list[str]) -> int:
     if not paths:
         raise RftbenchError("`rftbench evaluate merge` needs the shard records: merge REC1.json REC2.json ... --out M.json")
     record = merge_records([EvaluationRecord.load(p) for p in paths])
+    experiment = _experiment_of_records(paths)
+    if experiment is not None:
+        record.data["experiment"] = experiment  # as an unsharded record says
     run_id = None
     if not args.no_log:
-        run_id = log_evaluation_record(record, experiment=args.experiment, run_name=f"eval-merged:{record['dataset']}")
+        experiment = args.experiment or experiment or "rftbench"
+        run_id = log_evaluation_record(record, experiment=experiment, run_name=f"eval-merged:{record['dataset']}")
     if args.out:
         record.save(args.out)
     if args.json:
@@ -102,6 +120,24 @@ def cmd_evaluate_merge(args, paths: list[str]) -> int:
     else:
         print_record_summary(record, run_id)
     return 0
+
+
+def _experiment_of_records(paths: list[str]) -> str | None:
+    """The experiment of the config the shard records were evaluated with, if they say."""
+    import json
+
+    names = set()
+    for p in paths:
+        try:
+            data = json.loads(open(p, encoding="utf-8").read())
+        except (OSError, ValueError):
+            continue
+        names.add(data.get("experiment") if isinstance(data, dict) else None)
+    names.discard(None)
+    if len(names) > 1:
+        raise RftbenchError(f"the shard records come from different experiments {sorted(names)}; pick one with "
+                            f"--experiment.")
+    return names.pop() if names else None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -112,7 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="robustly fine-tune and evaluate one config")
-    t.add_argument("config")
+    t.add_argument("config", nargs="?", help="the config (optional with --resume: the run's own config is used)")
     add_set_flag(t)
     t.add_argument("--resume", metavar="MLFLOW_RUN_ID", help="resume that run from its last checkpoint")
     t.add_argument("--run-dir", help="where checkpoints go (default output_dir/<run id>)")
@@ -125,7 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("config", nargs="+", metavar="CONFIG | merge REC.json ...")
     e.add_argument("--shard", metavar="i/N", help="evaluate slice i (0-based) of N of the evaluation subset")
     e.add_argument("--reference", metavar="REC.json", help="a stored record whose clean results must reproduce")
-    e.add_argument("--experiment", default="rftbench", help="MLflow experiment of a merged record (merge only)")
+    e.add_argument("--experiment", default=None, help="MLflow experiment of a merged record (merge only; default: "
+                   "the experiment of the shard records' config)")
+    e.add_argument("--allow-fresh-head", action="store_true", help="evaluate even though the model's classifier "
+                   "head was never trained for the dataset (a freshly initialised head: chance-level numbers)")
     e.add_argument("--model", help="model name, e.g. file:runs/x/model.safetensors or timm:resnet18")
     add_set_flag(e)
     e.add_argument("--out", help="write the evaluation record JSON here")

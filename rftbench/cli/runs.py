@@ -22,6 +22,17 @@ def cmd_runs_mark_stale(args) -> int:
     return 0
 
 
+def cmd_runs_sync(args) -> int:
+    from ..spool import sync_run_dir
+
+    res = sync_run_dir(args.run_dir, uri=args.tracking_uri)
+    if args.json:
+        print_json({"run_id": res.run_id, "bytes_sent": res.bytes_sent, "run_dir": res.run_dir})
+    else:
+        Console().print(f"synced {res.run_dir} to MLflow run {res.run_id} ({res.bytes_sent} bytes of spool sent)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("runs", help="MLflow runs of interrupted trainings")
     rsub = r.add_subparsers(dest="runs_command", required=True)
@@ -32,3 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ms.add_argument("--dry-run", action="store_true", help="only list them")
     add_json_flag(ms)
     ms.set_defaults(func=cmd_runs_mark_stale)
+    sy = rsub.add_parser("sync", help="send a run's spooled tracking data (kept while the store was unreachable)")
+    sy.add_argument("run_dir", metavar="RUN_DIR")
+    sy.add_argument("--tracking-uri", help="the store to send to (default: the one the run was started with)")
+    add_json_flag(sy)
+    sy.set_defaults(func=cmd_runs_sync)

@@ -8,11 +8,28 @@ from rich.console import Console
 from .common import add_json_flag, add_set_flag, print_json
 
 
+def check_storage_url(url: str) -> None:
+    """Refuse an Optuna storage URL that SQLAlchemy cannot open (unknown scheme or driver),
+    before any study or run is created."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from ..errors import ConfigError
+
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(f"--storage {url.split('@')[-1]!r} is not a database URL SQLAlchemy can open ({exc}); "
+                          f"use e.g. sqlite:///optuna.db or postgresql://user@host/db.") from None
+
+
 def cmd_tune(args) -> int:
     from ..config import load_config
     from ..tune import tune
 
     cfg = load_config(args.config, args.set)
+    if args.storage:
+        check_storage_url(args.storage)
     res = tune(cfg, n_trials=args.trials, storage=args.storage, study_name=args.study, sampler=args.sampler,
                pruner=args.pruner)
     out = {"study": res.study_name, "storage": res.storage, "best_params": res.best_params,

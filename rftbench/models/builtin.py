@@ -139,7 +139,8 @@ def builtin_model(rest: str, num_classes: int, *, pretrained: bool, weights: str
     merged = {**entry.kwargs, **kwargs}
     spec = _spec_with(entry, kwargs)
     arch = {"name": f"builtin:{rest}", "num_classes": num_classes, "kwargs": merged, "spec": spec.to_dict()}
-    if weights is None and pretrained:
+    embedded = weights is None and pretrained
+    if embedded:
         weights = _embedded_checkpoint(rest)
     if weights is not None:
         model = load_checkpoint(weights)
@@ -147,5 +148,9 @@ def builtin_model(rest: str, num_classes: int, *, pretrained: bool, weights: str
             raise CheckpointError(f"weights {weights} hold a {model.arch['name']} model, not {arch['name']}.")
         if model.num_classes != num_classes:
             model.reset_classifier(num_classes)
+        if embedded:  # its head was trained for the source task only
+            model.head_task = {"name": "digits", "options": {"task": "source"}}
         return model
-    return PixelModel(entry.build(num_classes=num_classes, **merged), spec, arch)
+    model = PixelModel(entry.build(num_classes=num_classes, **merged), spec, arch)
+    model.fresh_head = True  # randomly initialised
+    return model

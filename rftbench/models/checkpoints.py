@@ -18,9 +18,10 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..errors import CheckpointError, RftbenchError
 from ..spec import DataSpec
-from .core import MODEL_FAMILIES, PixelModel, create_model, data_spec, name_check, spec_reader
+from .core import MODEL_FAMILIES, PixelModel, check_model_kwargs, create_model, data_spec, name_check, spec_reader
 
 # wrapper prefixes left by DistributedDataParallel / DataParallel and torch.compile
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -28,16 +29,12 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 def save_checkpoint(model: PixelModel, path: str | Path) -> Path:
     """Save weights as safetensors and the architecture spec as ``<path>.json`` beside it."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(state, str(tmp), metadata={"arch": json.dumps(model.arch)})
-    tmp.replace(path)
-    arch_path = Path(str(path) + ".json")
-    arch_path.write_text(json.dumps(model.arch, indent=2))
+    atomic_write_bytes(path, save(state, metadata={"arch": json.dumps(model.arch)}))
+    atomic_write_text(Path(str(path) + ".json"), json.dumps(model.arch, indent=2))
     return path
 
 
@@ -126,7 +123,10 @@ def read_arch(path: str | Path) -> dict:
         except Exception as exc:
             raise CheckpointError(f"cannot read checkpoint {p}: {exc}. The file is corrupt or truncated.") from None
         if "arch" in meta:
-            arch = json.loads(meta["arch"])
+            try:
+                arch = json.loads(meta["arch"])
+            except json.JSONDecodeError as exc:
+                raise CheckpointError(f"the architecture metadata of {p} is not valid JSON: {exc}.") from None
     side = Path(str(p) + ".json")
     if arch is None and side.is_file():
         try:
@@ -136,8 +136,39 @@ def read_arch(path: str | Path) -> dict:
     if arch is None:
         raise CheckpointError(f"{p} has no architecture spec (expected safetensors metadata or {side.name} "
                               f"beside it, as save_checkpoint writes).")
-    if not isinstance(arch, dict) or "name" not in arch or "num_classes" not in arch:
-        raise CheckpointError(f"the architecture spec of {p} needs 'name' and 'num_classes'; got {arch!r}.")
+    return validate_arch(arch, p)
+
+
+ARCH_KEYS = frozenset({"name", "num_classes", "kwargs", "spec"})
+
+
+def validate_arch(arch: object, path: str | Path) -> dict:
+    """``arch`` if it is an allow-listed spec: only :data:`ARCH_KEYS`; a registered model family
+    other than ``file:`` (a checkpoint naming a checkpoint would recurse or open another file);
+    a class count in [1, 10^6]; kwargs the family allows (never a path for the builder to open)."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"the architecture spec of {path} is not usable: {what}. Re-save the model "
+                               f"with rftbench (save_checkpoint).")
+
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str) or "num_classes" not in arch:
+        raise bad(f"it needs 'name' and 'num_classes'; got {str(arch)[:200]!r}")
+    extra = sorted(set(arch) - ARCH_KEYS)
+    if extra:
+        raise bad(f"unexpected keys {extra} (allowed: {sorted(ARCH_KEYS)})")
+    family = arch["name"].split(":", 1)[0] if ":" in arch["name"] else ""
+    if family == "file" or family not in MODEL_FAMILIES:
+        raise bad(f"model name {arch['name']!r} is not a registered architecture "
+                  f"(file: is not allowed inside a checkpoint)")
+    n = arch["num_classes"]
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10**6:
+        raise bad(f"num_classes {n!r} is not an integer in [1, 1000000]")
+    kwargs = arch.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise bad(f"kwargs {kwargs!r} is not a mapping")
+    try:
+        check_model_kwargs(arch["name"], kwargs, where="arch kwargs")
+    except RftbenchError as exc:
+        raise bad(str(exc)) from None
     return arch
 
 
@@ -158,6 +189,11 @@ def load_checkpoint(path: str | Path) -> PixelModel:
         model.net.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {p} does not match its architecture {arch['name']}: {exc}") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {p} holds non-finite weights (NaN or inf) in {len(bad)} tensor(s), "
+                              f"e.g. {bad[0]}: it is corrupt or came from a diverged run; use another checkpoint.")
+    model.fresh_head = False
     return model
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..registry import Registry
 from ..spec import DataSpec
 from .heads import get_head, reset_head
@@ -52,6 +52,7 @@ class PixelModel(nn.Module):
         self.net = net
         self.spec = spec
         self.arch = arch
+        self.fresh_head = False  # True: the head was never trained (see reset_classifier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
@@ -65,6 +66,7 @@ class PixelModel(nn.Module):
         ``reset_classifier`` where the network has it, else its last linear layer)."""
         reset_head(self.net, num_classes)
         self.arch = {**self.arch, "num_classes": num_classes}
+        self.fresh_head = True  # never trained: evaluation refuses it unless asked (--allow-fresh-head)
 
     def head_parameters(self) -> list[nn.Parameter]:
         return list(get_head(self.net).parameters())
@@ -123,6 +125,38 @@ def check_model_name(name: str) -> None:
         check(rest)
 
 
+# model.kwargs (and a checkpoint's arch kwargs) a family accepts: architecture knobs only, never
+# file paths or pretrained-config overrides (e.g. timm's checkpoint_path, pretrained_cfg_overlay)
+MODEL_KWARGS: dict[str, frozenset[str]] = {
+    "builtin": frozenset({"in_chans", "width"}),
+    "timm": frozenset({"drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate",
+                       "global_pool", "img_size", "class_token", "qkv_bias", "qk_norm", "init_values",
+                       "dynamic_img_size", "output_stride", "zero_init_last"}),
+    "torchvision": frozenset({"dropout", "attention_dropout", "stochastic_depth_prob", "aux_logits",
+                              "transform_input", "init_weights", "zero_init_residual", "image_size"}),
+    "robustbench": frozenset(),
+    "file": frozenset(),
+}
+
+
+def check_model_kwargs(name: str, kwargs: dict | None, *, where: str = "model.kwargs") -> None:
+    """Refuse ``kwargs`` the family of ``name`` does not allow (naming the allowed ones), and
+    values that are not plain numbers, strings, booleans or lists of them. Families registered
+    by plugins (not in :data:`MODEL_KWARGS`) check their own."""
+    family, _ = split_name(name)
+    allowed = MODEL_KWARGS.get(family)
+    if not kwargs or allowed is None:
+        return
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        names = ", ".join(sorted(allowed)) or "none"
+        raise ConfigError(f"{where} {unknown} are not accepted for {family} models (allowed: {names}).")
+    for k, v in kwargs.items():
+        items = v if isinstance(v, (list, tuple)) else [v]
+        if not all(x is None or isinstance(x, (bool, int, float, str)) for x in items):
+            raise ConfigError(f"{where}.{k} must be a number, string, boolean or a list of them; got {v!r}.")
+
+
 def _check_weights_file(weights: str | None) -> None:
     if weights is not None and not Path(weights).expanduser().is_file():
         raise CheckpointError(f"weights file {weights!r} does not exist; set model.weights to an existing file.")
@@ -139,6 +173,7 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = True, weight
     family, rest = split_name(name)
     factory = MODEL_FAMILIES.get(family)
     _check_weights_file(weights)
+    check_model_kwargs(name, kwargs)
     model = factory(rest, num_classes, pretrained=pretrained, weights=weights, kwargs=dict(kwargs or {}))
     if num_classes and model.num_classes != num_classes:
         model.reset_classifier(num_classes)
@@ -155,6 +190,7 @@ def data_spec(name: str, *, pretrained: bool = True, weights: str | None = None,
     family, rest = split_name(name)
     MODEL_FAMILIES.get(family)  # unknown family -> the list of known ones
     _check_weights_file(weights)
+    check_model_kwargs(name, kwargs)
     reader = SPEC_READERS.get(family)
     if reader is None:
         return create_model(name, 2, pretrained=False, kwargs=kwargs).spec

@@ -153,4 +153,7 @@ def timm_model(rest: str, num_classes: int, *, pretrained: bool, weights: str | 
         net = timm.create_model(rest, pretrained=False, num_classes=num_classes, **kwargs)
     spec = _spec_of_data_config(timm.data.resolve_model_data_config(net))
     arch = {"name": f"timm:{rest}", "num_classes": num_classes, "kwargs": kwargs, "spec": spec.to_dict()}
-    return PixelModel(net, spec, arch)
+    model = PixelModel(net, spec, arch)
+    source_classes = (getattr(net, "pretrained_cfg", None) or {}).get("num_classes")
+    model.fresh_head = weights is None and (not pretrained or source_classes != num_classes)
+    return model

@@ -101,8 +101,12 @@ def torchvision_model(rest: str, num_classes: int, *, pretrained: bool, weights:
                                   f"the file is corrupt or partial: delete it and download it again.") from None
     else:
         net = get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+    fresh = weights is None and not pretrained
     if head_out_features(net) != num_classes:
         reset_head(net, num_classes)
+        fresh = True
     arch_spec = {"name": f"torchvision:{arch}.{tv_weights.name}", "num_classes": num_classes, "kwargs": kwargs,
                  "spec": spec.to_dict()}
-    return PixelModel(net, spec, arch_spec)
+    model = PixelModel(net, spec, arch_spec)
+    model.fresh_head = fresh
+    return model

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import random
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -20,11 +19,12 @@ import numpy as np
 import torch
 
 from ..config import ExperimentConfig
+from ..atomic import atomic_write
 from ..errors import CheckpointError
 
 STATE_FORMAT = 2
 # Config keys that may change between a run and its resumption (they do not change the weights).
-RESUME_MAY_DIFFER = ("name", "experiment", "output_dir", "plugins", "eval.", "train.device", "train.progress",
+RESUME_MAY_DIFFER = ("name", "experiment", "output_dir", "plugins", "eval.", "tracking.", "train.device", "train.progress",
                      "train.log_every", "train.checkpoint_every", "train.checkpoint_every_steps",
                      "train.val_every", "train.val_samples", "data.num_workers", "data.eval_batch_size")
 
@@ -68,6 +68,17 @@ def check_resume_config(saved: dict[str, str], cfg: ExperimentConfig, path: Path
                               f"or start a new run.")
 
 
+def _nbytes(obj: Any) -> int:
+    """Bytes of the tensors inside ``obj`` (the size of a saved state, near enough)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 8
+
+
 @dataclass
 class TrainingState:
     """Everything a run needs to continue exactly where it stopped.
@@ -99,15 +110,8 @@ class TrainingState:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically: a temporary file, fsync, then a rename (a crash never leaves a torn file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            torch.save(asdict(self), f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-        return path
+        raw = asdict(self)
+        return atomic_write(path, lambda f: torch.save(raw, f), size_hint=_nbytes(raw))
 
     @classmethod
     def load(cls, path: str | Path, cfg: ExperimentConfig | None = None) -> "TrainingState":

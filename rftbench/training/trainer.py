@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from ..config import ExperimentConfig
 from ..data import EpochSampler
-from ..errors import ConfigError, TrainingDivergedError
+from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..models import PixelModel, save_checkpoint
 from ..objectives import create_objective
 from ..scheduling import create_schedule
@@ -274,7 +274,13 @@ class Trainer:
         if not resume:
             return
         if self.state_path is not None and self.state_path.is_file():
-            self.restore_state(TrainingState.load(self.state_path, self.cfg))
+            st = TrainingState.load(self.state_path, self.cfg)
+            try:
+                self.restore_state(st)
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+                raise CheckpointError(f"cannot resume from {self.state_path}: {_what_is_wrong(exc)}. The file does "
+                                      f"not fit this run's model/optimizer; delete it to start the run from "
+                                      f"scratch.") from None
         else:
             log.warning("no checkpoint %s to resume from: training starts from scratch", self.state_path)
 
@@ -300,6 +306,16 @@ class Trainer:
                 cb.on_exception(self, exc)
             except Exception:  # noqa: BLE001 - cleanup must reach every callback
                 log.exception("callback %s failed in on_exception", type(cb).__name__)
+
+
+def _what_is_wrong(exc: BaseException) -> str:
+    """The first line of a restore error (PyTorch's size-mismatch lists can run to pages)."""
+    text = str(exc).strip().splitlines()
+    first = next((line.strip() for line in text if "size mismatch" in line or "Missing key" in line), None)
+    what = first or (text[0] if text else "")
+    if isinstance(exc, KeyError):
+        what = f"entry {exc} is missing"
+    return f"{type(exc).__name__}: {what[:300]}"
 
 
 def default_callbacks(cfg: ExperimentConfig, *, tracker: Any = None,
