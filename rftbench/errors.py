@@ -55,3 +55,8 @@ class RecordError(RftbenchError):
 
 class TrackingError(RftbenchError):
     """The tracking store (MLflow) cannot be reached or refused an operation."""
+
+
+class TuneError(RftbenchError):
+    """A study cannot run as asked (reused name with another space, a sampler that cannot
+    handle the space, an objective that is not recorded, ...)."""

@@ -1,0 +1,91 @@
+"""Optuna samplers and pruners by name, and the per-worker sampler seed.
+
+A sampler factory is ``(seed, space, grid_points) -> optuna.samplers.BaseSampler``; a pruner
+factory is ``(epochs) -> optuna.pruners.BasePruner`` (epochs = the budget of multi-fidelity
+pruners: Hyperband and successive halving count resources in epochs).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import CategoricalDistribution, IntDistribution
+
+from ..errors import TuneError
+from ..registry import Registry
+from .space import SearchSpace
+
+SAMPLERS: Registry = Registry("sampler")
+PRUNERS: Registry = Registry("pruner")
+MULTI_OBJECTIVE_SAMPLERS = ("nsgaii", "tpe", "random", "gp", "qmc", "grid")
+SINGLE_OBJECTIVE_PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "wilcoxon")
+
+
+def worker_seed(config_seed: int, worker: int, attempt: int) -> int:
+    """A sampler seed of its own for each (config seed, worker index, attempt): ``attempt`` is the
+    number of trials the study held when the worker started, so a resumed study never replays
+    the proposals of an earlier run, and two workers never share a random stream."""
+    return int(np.random.SeedSequence([int(config_seed), int(worker), int(attempt)]).generate_state(1)[0])
+
+
+def grid_values(d: Any, points: int) -> list[Any]:
+    """``points`` values over a distribution's range (log-spaced for a log range)."""
+    if isinstance(d, CategoricalDistribution):
+        return list(d.choices)
+    grid = np.geomspace(d.low, d.high, points) if d.log else np.linspace(d.low, d.high, points)
+    if isinstance(d, IntDistribution):
+        return sorted({int(round(v)) for v in grid})
+    return [float(v) for v in grid]
+
+
+def _grid(seed: int, space: SearchSpace, grid_points: int) -> optuna.samplers.BaseSampler:
+    if space.categorical:
+        raise TuneError("the grid sampler needs one schedule family: a grid over conditional parameters would "
+                        "repeat every point once per other family. Use search.schedules with tpe/random/gp, "
+                        "or one grid study per family.")
+    return optuna.samplers.GridSampler({k: grid_values(d, grid_points) for k, d in space.distributions().items()},
+                                       seed=seed)
+
+
+def _cmaes(seed: int, space: SearchSpace, grid_points: int) -> optuna.samplers.BaseSampler:
+    if space.categorical:
+        raise TuneError("the cmaes sampler cannot search a categorical choice of schedule families "
+                        f"({', '.join(space.families)}): CMA-ES works on continuous spaces. Use tpe, gp or random "
+                        "with search.schedules, or search one family with cmaes.")
+    return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
+SAMPLERS.add("tpe", lambda seed, space, gp: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                                                       n_startup_trials=4))
+SAMPLERS.add("random", lambda seed, space, gp: optuna.samplers.RandomSampler(seed=seed))
+SAMPLERS.add("cmaes", _cmaes)
+SAMPLERS.add("gp", lambda seed, space, gp: optuna.samplers.GPSampler(seed=seed, n_startup_trials=4))
+SAMPLERS.add("qmc", lambda seed, space, gp: optuna.samplers.QMCSampler(seed=seed, scramble=True,
+                                                                       warn_independent_sampling=False))
+SAMPLERS.add("grid", _grid)
+SAMPLERS.add("nsgaii", lambda seed, space, gp: optuna.samplers.NSGAIISampler(seed=seed, population_size=4))
+
+PRUNERS.add("none", lambda epochs: optuna.pruners.NopPruner())
+PRUNERS.add("median", lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+PRUNERS.add("percentile", lambda epochs: optuna.pruners.PercentilePruner(33.0, n_startup_trials=2))
+PRUNERS.add("successive_halving", lambda epochs: optuna.pruners.SuccessiveHalvingPruner(
+    min_resource=1, reduction_factor=3))
+PRUNERS.add("hyperband", lambda epochs: optuna.pruners.HyperbandPruner(
+    min_resource=1, max_resource=max(1, epochs), reduction_factor=3))
+# Wilcoxon pairs the trial's per-epoch values with the best trial's (epochs as instances)
+PRUNERS.add("wilcoxon", lambda epochs: optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=1))
+
+
+def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int, n_objectives: int):
+    if n_objectives > 1 and name not in MULTI_OBJECTIVE_SAMPLERS:
+        raise TuneError(f"sampler {name!r} handles one objective only; for several objectives use one of "
+                        f"{', '.join(MULTI_OBJECTIVE_SAMPLERS)} (nsgaii is made for it).")
+    return SAMPLERS.get(name)(seed, space, grid_points)
+
+
+def make_pruner(name: str, epochs: int, n_objectives: int):
+    if n_objectives > 1 and name != "none":
+        raise TuneError(f"pruner {name!r} needs one objective (Optuna prunes on one intermediate value); "
+                        f"a multi-objective study runs with --pruner none.")
+    return PRUNERS.get(name)(epochs)
