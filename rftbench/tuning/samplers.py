@@ -78,6 +78,10 @@ PRUNERS.add("wilcoxon", lambda epochs: optuna.pruners.WilcoxonPruner(p_threshold
 
 
 def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int, n_objectives: int):
+    import importlib.util
+
+    if name == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise TuneError("the cmaes sampler needs the `cmaes` package: pip install cmaes (an rftbench dependency).")
     if n_objectives > 1 and name not in MULTI_OBJECTIVE_SAMPLERS:
         raise TuneError(f"sampler {name!r} handles one objective only; for several objectives use one of "
                         f"{', '.join(MULTI_OBJECTIVE_SAMPLERS)} (nsgaii is made for it).")
