@@ -192,6 +192,16 @@ def run_tune_worker(cfg_or_path: ExperimentConfig | str | Path | dict, options: 
     return {"worker": worker_index, "seed": seed, "trials": mine, "study": prep.study_name}
 
 
+def _spawned_worker(cfg: dict, options: dict, worker_index: int) -> dict[str, Any]:
+    """A worker process of ``tune --workers N``: its prints go to stderr (stdout is the parent's
+    to write, e.g. one --json document)."""
+    import contextlib
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return run_tune_worker(cfg, options, worker_index)
+
+
 def _spawn_workers(cfg: ExperimentConfig, options: TuneOptions) -> list[dict[str, Any]]:
     """``options.workers`` worker processes on the same storage (spawned: no forked torch state)."""
     import multiprocessing as mp
@@ -199,7 +209,7 @@ def _spawn_workers(cfg: ExperimentConfig, options: TuneOptions) -> list[dict[str
 
     one = TuneOptions(**{**asdict(options), "workers": 1})
     with ProcessPoolExecutor(options.workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run_tune_worker, cfg.model_dump(mode="json"), asdict(one), i)
+        futures = [pool.submit(_spawned_worker, cfg.model_dump(mode="json"), asdict(one), i)
                    for i in range(options.workers)]
         return [f.result() for f in futures]
 

@@ -257,7 +257,7 @@ def test_tune_searches_exactly_the_declared_space_of_a_file_plugin(tmp_path, wor
         assert run.data.params["schedule.name"] == "tune_triangle"
         for name, value in t.params.items():
             assert float(run.data.params[f"schedule.params.{name}"]) == pytest.approx(value)
-        assert run.data.metrics["eval/expected_robustness"] == pytest.approx(t.value)
+        assert run.data.metrics["val/expected_robustness"] == pytest.approx(t.value)
         n_train = int(run.data.params["data.n_train"])
         steps, _ = expected_attack_stats(lambda s, n, e: triangle_eps(s, n, e, **t.params), n_train,
                                          cfg.data.batch_size, 0.2)
@@ -277,6 +277,6 @@ def test_tune_refuses_a_schedule_without_parameters_or_with_fixed_ones(workdir):
 
     with pytest.raises(ConfigError, match="'constant' declares no parameters.*cosine"):
         tune(tiny_config(schedule={"name": "constant"}), n_trials=1)
-    with pytest.raises(ConfigError, match="would be ignored"):
-        tune(tiny_config(), n_trials=1)  # tiny_config fixes linear's warmup
+    with pytest.raises(ConfigError, match="every parameter fixed"):
+        tune(tiny_config(), n_trials=1)  # tiny_config fixes linear's only parameter, warmup
     assert not (workdir / "optuna.db").exists()
