@@ -8,7 +8,7 @@ the ratio of epochs trained (pruned / unpruned, summed over seeds; target <= 0.5
 between the best validation ER found (unpruned minus pruned, averaged over seeds, in points;
 target <= 1). The last line is one JSON object.
 
-    python benchmarks/perf_tune.py [--trials 12] [--epochs 6] [--seeds 3]
+    python benchmarks/perf_tune.py [--trials 10] [--epochs 6] [--seeds 3]
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def config(seed: int, epochs: int):
         "data": {"name": "digits", "batch_size": 64, "val_fraction": 0.25},
         "threat": {"eps": 0.2}, "attack": {"steps": 2},
         "schedule": {"name": "epsilon_scheduling", "params": {}},
-        "train": {"epochs": epochs, "lr": 0.02, "val_samples": 200, "val_every": 1, "progress": "off"},
+        "train": {"epochs": epochs, "lr": 0.02, "val_samples": 128, "val_every": 1, "progress": "off"},
         "eval": {"num_points": 3, "sweep_steps": 3, "autoattack": {"enabled": False}},
     }, "perf_tune")
 
@@ -55,7 +55,7 @@ def run_study(workdir: Path, seed: int, epochs: int, trials: int, pruner: str) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)

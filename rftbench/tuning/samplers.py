@@ -77,6 +77,18 @@ PRUNERS.add("hyperband", lambda epochs: optuna.pruners.HyperbandPruner(
 PRUNERS.add("wilcoxon", lambda epochs: optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=1))
 
 
+def _quiet(factory):
+    """Build without Optuna's ExperimentalWarning (TPE's ``group``, QMC, Wilcoxon): chosen on purpose."""
+    import warnings
+
+    def build(*args):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return factory(*args)
+
+    return build
+
+
 def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int, n_objectives: int):
     import importlib.util
 
@@ -85,11 +97,11 @@ def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int, n_o
     if n_objectives > 1 and name not in MULTI_OBJECTIVE_SAMPLERS:
         raise TuneError(f"sampler {name!r} handles one objective only; for several objectives use one of "
                         f"{', '.join(MULTI_OBJECTIVE_SAMPLERS)} (nsgaii is made for it).")
-    return SAMPLERS.get(name)(seed, space, grid_points)
+    return _quiet(SAMPLERS.get(name))(seed, space, grid_points)
 
 
 def make_pruner(name: str, epochs: int, n_objectives: int):
     if n_objectives > 1 and name != "none":
         raise TuneError(f"pruner {name!r} needs one objective (Optuna prunes on one intermediate value); "
                         f"a multi-objective study runs with --pruner none.")
-    return PRUNERS.get(name)(epochs)
+    return _quiet(PRUNERS.get(name))(epochs)

@@ -34,15 +34,18 @@ class TrialLink(Callback):
 
 
 class EpochPruning(OptunaPruning):
-    """Reports the monitored metric every epoch (intermediate values in Optuna); asks the pruner
-    on every epoch but the last (a trial that trained to the end is finished, not pruned)."""
+    """Reports the monitored metric after every epoch at step = epochs trained (1, 2, ...: the
+    budget Hyperband and successive halving count), visible as the trial's intermediate values;
+    asks the pruner after every epoch but the last (a trial trained to the end is finished)."""
 
     def on_epoch_end(self, trainer, epoch, metrics):
-        if epoch + 1 < trainer.plan.epochs:
-            return super().on_epoch_end(trainer, epoch, metrics)
         value = metrics.get(self.monitor)
-        if value is not None:
-            self.trial.report(value, epoch)
+        if value is None:
+            return
+        self.trial.report(value, epoch + 1)
+        if epoch + 1 < trainer.plan.epochs and self.trial.should_prune():
+            short = self.monitor.split("/")[-1].replace("expected_robustness", "ER")
+            raise optuna.TrialPruned(f"pruned after {epoch + 1} epoch(s) (val {short} {value:.4f})")
 
 
 def trial_config(prep: Any, trial: optuna.Trial):

@@ -58,8 +58,8 @@ def test_each_pruner_sees_per_epoch_values(store, pruner):
     client = client_for()
     for t in study.trials:
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        # intermediate values = the per-epoch validation ER the run logged
-        history = {m.step: m.value for m in client.get_metric_history(t.user_attrs["mlflow_run_id"],
+        # intermediate values = the per-epoch validation ER the run logged (step = epochs trained)
+        history = {m.step + 1: m.value for m in client.get_metric_history(t.user_attrs["mlflow_run_id"],
                                                                        "val/expected_robustness")}
         assert t.intermediate_values == pytest.approx(history)
         assert len(t.intermediate_values) == t.user_attrs["epochs_trained"]
