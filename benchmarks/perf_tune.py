@@ -8,7 +8,7 @@ the ratio of epochs trained (pruned / unpruned, summed over seeds; target <= 0.5
 between the best validation ER found (unpruned minus pruned, averaged over seeds, in points;
 target <= 1). The last line is one JSON object.
 
-    python benchmarks/perf_tune.py [--trials 10] [--epochs 6] [--seeds 3]
+    python benchmarks/perf_tune.py [--trials 10] [--epochs 6] [--seeds 3] [--jobs 3]
 """
 from __future__ import annotations
 
@@ -53,28 +53,38 @@ def run_study(workdir: Path, seed: int, epochs: int, trials: int, pruner: str) -
             "wall_s": time.perf_counter() - t0}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=10)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+def run_seed(seed: int, epochs: int, trials: int, threads: int) -> list[dict]:
+    """Both studies of one sampler seed, in a fresh working directory and MLflow store."""
     import optuna
     import torch
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory(prefix="perf-tune-") as tmp:
         work = Path(tmp)
         os.chdir(work)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-        for seed in range(args.seeds):
-            for pruner in ("none", "hyperband"):
-                row = run_study(work, seed, args.epochs, args.trials, pruner)
-                rows.append({"seed": seed, "pruner": pruner, **row})
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for pruner in ("none", "hyperband"):
+            rows.append({"seed": seed, "pruner": pruner, **run_study(work, seed, epochs, trials, pruner)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
+    args = ap.parse_args()
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(run_seed, s, args.epochs, args.trials, args.threads) for s in range(args.seeds)]
+        rows = [r for f in futures for r in f.result()]
     by = {p: [r for r in rows if r["pruner"] == p] for p in ("none", "hyperband")}
     ratio = sum(r["epochs"] for r in by["hyperband"]) / sum(r["epochs"] for r in by["none"])
     gap = 100 * sum(a["best_val_er"] - b["best_val_er"] for a, b in zip(by["none"], by["hyperband"])) / args.seeds

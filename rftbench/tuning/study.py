@@ -192,12 +192,15 @@ def run_tune_worker(cfg_or_path: ExperimentConfig | str | Path | dict, options: 
     return {"worker": worker_index, "seed": seed, "trials": mine, "study": prep.study_name}
 
 
-def _spawned_worker(cfg: dict, options: dict, worker_index: int) -> dict[str, Any]:
-    """A worker process of ``tune --workers N``: its prints go to stderr (stdout is the parent's
-    to write, e.g. one --json document)."""
+def _spawned_worker(cfg: dict, options: dict, worker_index: int, threads: int) -> dict[str, Any]:
+    """A worker process of ``tune --workers N``: its share of the CPU's threads; its prints go to
+    stderr (stdout is the parent's to write, e.g. one --json document)."""
     import contextlib
     import sys
 
+    import torch
+
+    torch.set_num_threads(threads)
     with contextlib.redirect_stdout(sys.stderr):
         return run_tune_worker(cfg, options, worker_index)
 
@@ -208,8 +211,9 @@ def _spawn_workers(cfg: ExperimentConfig, options: TuneOptions) -> list[dict[str
     from concurrent.futures import ProcessPoolExecutor
 
     one = TuneOptions(**{**asdict(options), "workers": 1})
+    threads = max(1, (os.cpu_count() or 1) // options.workers)
     with ProcessPoolExecutor(options.workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_spawned_worker, cfg.model_dump(mode="json"), asdict(one), i)
+        futures = [pool.submit(_spawned_worker, cfg.model_dump(mode="json"), asdict(one), i, threads)
                    for i in range(options.workers)]
         return [f.result() for f in futures]
 

@@ -89,6 +89,7 @@ def mlflow_server(tmp_path):
         proc.wait(timeout=30)
 
 
+@pytest.mark.timeout(1800)
 def test_four_workers_lose_and_duplicate_no_trial(tmp_path, postgres_url, mlflow_server, embedded_cache):
     """Two `rftbench tune --workers 2` commands (as on two machines): four worker processes on one
     PostgreSQL study and one MLflow server."""
@@ -103,9 +104,10 @@ def test_four_workers_lose_and_duplicate_no_trial(tmp_path, postgres_url, mlflow
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "RFTBENCH_CACHE": str(embedded_cache)}
     cmd = [sys.executable, "-m", "rftbench.cli", "tune", str(cfg_path), "--trials", "2", "--storage",
            postgres_url, "--study", "shared", "--sampler", "tpe", "--pruner", "none", "--workers", "2", "--json"]
+    env["OMP_NUM_THREADS"] = "1"
     commands = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True) for _ in range(2)]
-    outs = [c.communicate(timeout=900) for c in commands]
+    outs = [c.communicate(timeout=1700) for c in commands]
     for c, (out, err) in zip(commands, outs):
         assert c.returncode == 0, err[-3000:]
     study = optuna.load_study(study_name="shared", storage=postgres_url)
