@@ -8,10 +8,10 @@ visualizations), ``best`` (retrain the winners on train+val, evaluate on test).
 """
 from .objectives import OBJECTIVES, parse_objectives
 from .report import TuneResult, summarize
-from .samplers import PRUNERS, SAMPLERS, worker_seed
+from .samplers import PRUNERS, SAMPLERS, trial_seed
 from .space import SearchSpace, build_space
 from .study import TuneOptions, default_storage, open_storage, prepare_study, run_tune_worker, tune
 
 __all__ = ["OBJECTIVES", "PRUNERS", "SAMPLERS", "SearchSpace", "TuneOptions", "TuneResult", "build_space",
            "default_storage", "open_storage", "parse_objectives", "prepare_study", "run_tune_worker", "summarize",
-           "tune", "worker_seed"]
+           "tune", "trial_seed"]

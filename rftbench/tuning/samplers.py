@@ -22,11 +22,38 @@ MULTI_OBJECTIVE_SAMPLERS = ("nsgaii", "tpe", "random", "gp", "qmc", "grid")
 SINGLE_OBJECTIVE_PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "wilcoxon")
 
 
-def worker_seed(config_seed: int, worker: int, attempt: int) -> int:
-    """A sampler seed of its own for each (config seed, worker index, attempt): ``attempt`` is the
-    number of trials the study held when the worker started, so a resumed study never replays
-    the proposals of an earlier run, and two workers never share a random stream."""
-    return int(np.random.SeedSequence([int(config_seed), int(worker), int(attempt)]).generate_state(1)[0])
+def trial_seed(config_seed: int, trial_number: int) -> int:
+    """The sampler seed of one trial: trial numbers are unique in a study (the storage hands them
+    out), so no two trials, on any worker or machine, in any resume, share a random stream."""
+    return int(np.random.SeedSequence([int(config_seed), 1 << 20, int(trial_number)]).generate_state(1)[0])
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Wraps an Optuna sampler: before each trial it builds the inner sampler afresh, seeded with
+    :func:`trial_seed` (Optuna's samplers keep their state in the storage, the RNG aside)."""
+
+    def __init__(self, build, config_seed: int):
+        self._build, self._config_seed = build, config_seed
+        self._inner = build(config_seed)
+
+    def before_trial(self, study, trial):
+        self._inner = self._build(trial_seed(self._config_seed, trial.number))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
 
 
 def grid_values(d: Any, points: int) -> list[Any]:
@@ -97,7 +124,8 @@ def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int, n_o
     if n_objectives > 1 and name not in MULTI_OBJECTIVE_SAMPLERS:
         raise TuneError(f"sampler {name!r} handles one objective only; for several objectives use one of "
                         f"{', '.join(MULTI_OBJECTIVE_SAMPLERS)} (nsgaii is made for it).")
-    return _quiet(SAMPLERS.get(name))(seed, space, grid_points)
+    factory = _quiet(SAMPLERS.get(name))
+    return TrialSeededSampler(lambda s: factory(s, space, grid_points), seed)
 
 
 def make_pruner(name: str, epochs: int, n_objectives: int):

@@ -4,8 +4,8 @@ run, and workers that run trials as MLflow child runs.
 ``run_tune_worker(cfg_or_path, options, worker_index)`` is picklable and self-contained: a
 launcher (local processes, submitit, Ray) calls it in another process; every worker opens the
 study, checks it is the same search, finds the study's one parent run by its tag and runs its
-share of trials with a sampler seeded from (config seed, worker index, trials already in the
-study).
+share of trials; the sampler is re-seeded before every trial from (config seed, trial number),
+and the storage hands out each trial number once, so no two workers or resumes share a stream.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ..config import ExperimentConfig, load_config, parse_config
 from ..errors import TuneError
 from ..validation import validate_names
 from .objectives import StudyObjective, parse_objectives
-from .samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler, worker_seed
+from .samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler, trial_seed
 from .space import SearchSpace, build_space
 
 ATTR_SPACE, ATTR_OBJECTIVES, ATTR_CONFIG, ATTR_PARENT = ("rftbench.space", "rftbench.objectives",
@@ -174,7 +174,7 @@ def run_tune_worker(cfg_or_path: ExperimentConfig | str | Path | dict, options: 
     options = TuneOptions(**options) if isinstance(options, dict) else options
     prep = prepare_study(_as_config(cfg_or_path), options)
     existing = len(optuna.load_study(study_name=prep.study_name, storage=prep.storage).trials)
-    seed = worker_seed(prep.cfg.seed, worker_index, existing)
+    seed = prep.cfg.seed  # each trial's sampler seed: samplers.trial_seed(seed, trial number)
     study = optuna.load_study(study_name=prep.study_name, storage=prep.storage,
                               sampler=make_sampler(options.sampler, seed, prep.space, options.grid_points,
                                                    len(prep.objectives)),
@@ -189,7 +189,8 @@ def run_tune_worker(cfg_or_path: ExperimentConfig | str | Path | dict, options: 
             from .mlflow_link import close_parent
 
             close_parent(study, prep)
-    return {"worker": worker_index, "seed": seed, "trials": mine, "study": prep.study_name}
+    return {"worker": worker_index, "config_seed": seed, "trials": mine, "study": prep.study_name,
+            "trial_seeds": {n: trial_seed(seed, n) for n in mine}}
 
 
 def _spawned_worker(cfg: dict, options: dict, worker_index: int, threads: int) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import pytest
 from conftest import tiny_config
 from rftbench.errors import ConfigError, TuneError
 from rftbench.scheduling import SCHEDULES
-from rftbench.tuning import TuneOptions, build_space, worker_seed
+from rftbench.tuning import TuneOptions, build_space, trial_seed
 from rftbench.tuning.samplers import grid_values, make_sampler
 
 
@@ -100,14 +100,25 @@ def test_grid_values_cover_the_range():
     assert grid_values(optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True), 3) == pytest.approx([1e-3, 1e-2, 1e-1])
 
 
-def test_workers_and_resumes_get_distinct_seeds_and_propose_distinct_points():
-    seeds = {worker_seed(0, w, a) for w in range(8) for a in (0, 3, 10)}
-    assert len(seeds) == 24
-    assert worker_seed(0, 1, 3) == worker_seed(0, 1, 3)  # reproducible
+def test_every_trial_gets_its_own_sampler_stream_whichever_worker_runs_it():
+    """Two workers with the same config (same seed) on one study: trial numbers come from the
+    storage, the sampler is re-seeded per trial number, so their proposals differ."""
+    seeds = {trial_seed(0, n) for n in range(100)}
+    assert len(seeds) == 100 and trial_seed(0, 5) == trial_seed(0, 5) != trial_seed(1, 5)
     space = build_space(tiny_config(schedule={"name": "epsilon_scheduling", "params": {}}))
-    firsts = []
-    for w in range(4):
-        for attempt in (0, 5):
-            sampler = make_sampler("random", worker_seed(0, w, attempt), space, 3, 1)
-            firsts.append(tuple(_ask(space, sampler, 1)[0][0].values()))
-    assert len(set(firsts)) == len(firsts)
+    study = optuna.create_study()
+    workers = [make_sampler(s, 0, space, 3, 1) for s in ("random", "tpe", "random")]  # same config seed
+    points = []
+    for i in range(12):  # interleaved, as concurrent workers would
+        w = workers[i % 3]
+        study.sampler = w
+        trial = study.ask()
+        space.suggest(trial)
+        points.append(tuple(trial.params.values()))
+        study.tell(trial, 0.0)
+    assert len(set(points)) == 12
+    # the same trial number gets the same proposal again (reproducible), a fresh study replays it
+    again = optuna.create_study(sampler=make_sampler("random", 0, space, 3, 1))
+    t = again.ask()
+    space.suggest(t)
+    assert tuple(t.params.values()) == points[0]
