@@ -125,6 +125,8 @@ def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int, n_o
         raise TuneError(f"sampler {name!r} handles one objective only; for several objectives use one of "
                         f"{', '.join(MULTI_OBJECTIVE_SAMPLERS)} (nsgaii is made for it).")
     factory = _quiet(SAMPLERS.get(name))
+    if name == "qmc":  # one scrambled sequence per study; its points are indexed by a storage counter
+        return factory(seed, space, grid_points)
     return TrialSeededSampler(lambda s: factory(s, space, grid_points), seed)
 
 
