@@ -305,6 +305,60 @@ class TrackingConfig(_Strict):
     sync_wait_s: float = Field(30.0, ge=0, le=3600)
 
 
+SEARCHABLE_TRAIN_KNOBS = ("lr", "momentum", "weight_decay", "warmup_epochs", "grad_clip")
+
+
+class SearchRange(_Strict):
+    """One searched number: ``{low, high, log}`` (``kind: int`` for integers), inclusive."""
+
+    low: float
+    high: float
+    log: bool = False
+    kind: Literal["float", "int"] = "float"
+
+    _num = field_validator("low", "high", mode="before")(lambda v: _number(v))
+
+    @model_validator(mode="after")
+    def _non_empty(self):
+        if not self.low < self.high:
+            raise ValueError(f"the range [{self.low}, {self.high}] is empty: write low < high")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got {self.low}")
+        if self.kind == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("an int range needs integer low and high")
+        return self
+
+
+class SearchConfig(_Strict):
+    """What ``rftbench tune`` searches (see :mod:`rftbench.tuning.space`).
+
+    ``schedules``: a categorical choice among schedule families, each with its own (conditional)
+    declared parameters; empty = ``schedule.name`` only. ``params``: narrower ranges for schedule
+    parameters, keyed ``name`` (every family declaring it) or ``family.name``; ``schedule.params``
+    holds parameters fixed (never searched). ``train``: training knobs searched with their
+    distributions, e.g. ``lr: {low: 1e-4, high: 1e-1, log: true}``."""
+
+    schedules: list[str] = Field(default_factory=list)
+    params: dict[str, SearchRange] = Field(default_factory=dict)
+    train: dict[str, SearchRange] = Field(default_factory=dict)
+
+    @field_validator("train")
+    @classmethod
+    def _known_knobs(cls, v: dict) -> dict:
+        unknown = sorted(set(v) - set(SEARCHABLE_TRAIN_KNOBS))
+        if unknown:
+            raise ValueError(f"search.train cannot search {', '.join(unknown)}; searchable training knobs: "
+                             f"{', '.join(SEARCHABLE_TRAIN_KNOBS)}")
+        return v
+
+    @field_validator("schedules")
+    @classmethod
+    def _distinct(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError(f"search.schedules names a family twice: {v}")
+        return v
+
+
 class ExperimentConfig(_Strict):
     """One robust fine-tuning run: model x data x schedule x attack, then evaluation."""
 
@@ -319,6 +373,7 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    search: Optional[SearchConfig] = None  # what `rftbench tune` searches (None: the schedule's declared params)
     plugins: list[str] = Field(default_factory=list)
     output_dir: str = "rftbench-runs"
 

@@ -67,3 +67,8 @@ class DiskFullError(RftbenchError, OSError):
 
 class RunFinishedError(RftbenchError):
     """``--resume`` named a run that already ended FINISHED: there is nothing to resume."""
+
+
+class TuneError(RftbenchError):
+    """A study cannot run as asked (reused name with another space, a sampler that cannot
+    handle the space, an objective that is not recorded, ...)."""

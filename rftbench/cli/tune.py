@@ -1,9 +1,11 @@
-"""``rftbench tune``: Optuna search over schedule shapes."""
+"""``rftbench tune``: Optuna search over schedule shapes; ``tune show STUDY`` and
+``tune best STUDY`` look at and finish a study."""
 from __future__ import annotations
 
 import argparse
 
 from rich.console import Console
+from rich.table import Table
 
 from .common import add_json_flag, add_set_flag, print_json
 
@@ -23,32 +25,98 @@ def check_storage_url(url: str) -> None:
                           f"use e.g. sqlite:///optuna.db or postgresql://user@host/db.") from None
 
 
+def _print_summary(res: dict, console: Console) -> None:
+    console.print(f"study [bold]{res['study_name']}[/] ({res['storage'].split('@')[-1]}): "
+                  f"objectives {', '.join(f'{o} ({d})' for o, d in zip(res['objectives'], res['directions']))}; "
+                  f"trials {res['states']}")
+    title = "Pareto front" if len(res["objectives"]) > 1 else "best trial"
+    table = Table(title=title)
+    for col in ("trial", *res["objectives"], "schedule", "params", "MLflow run"):
+        table.add_column(col)
+    for row in res["pareto_front"]:
+        table.add_row(str(row["number"]), *(f"{v:.4g}" for v in row["values"]), str(row["schedule"]),
+                      ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items()),
+                      str(row["mlflow_run_id"]))
+    console.print(table)
+    for obj, imp in res.get("importances", {}).items():
+        shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k}: {v}" for k, v in imp.items())
+        console.print(f"importance (fANOVA) for {obj}: {shown}")
+
+
+def _options(args):
+    from ..tuning import TuneOptions
+
+    return TuneOptions(trials=args.trials, study=args.study, storage=args.storage, sampler=args.sampler,
+                       pruner=args.pruner, objectives=args.objectives.split(","), grid_points=args.grid_points,
+                       timeout=args.timeout, max_trials=args.max_trials, enqueue_defaults=args.enqueue_defaults,
+                       workers=args.workers)
+
+
+def _cmd_show_or_best(args) -> int:
+    from ..errors import TuneError
+    from ..tuning import default_storage, summarize
+
+    if not args.study_arg:
+        raise TuneError(f"`rftbench tune {args.config} STUDY`: name the study (see `rftbench tune show NAME`).")
+    storage = args.storage or default_storage()
+    if args.config == "best":
+        from ..config import parse_override
+        from ..tuning.best import retrain_best
+
+        out = retrain_best(args.study_arg, storage, overrides=dict(parse_override(s) for s in args.set))
+        print_json(out) if args.json else Console().print(out)
+        return 0
+    res = summarize(args.study_arg, storage).as_dict()
+    if args.json:
+        print_json(res)
+    else:
+        _print_summary(res, Console())
+    return 0
+
+
 def cmd_tune(args) -> int:
     from ..config import load_config
-    from ..tune import tune
+    from ..tuning import tune
 
+    if args.config in ("show", "best"):
+        return _cmd_show_or_best(args)
     cfg = load_config(args.config, args.set)
     if args.storage:
         check_storage_url(args.storage)
-    res = tune(cfg, n_trials=args.trials, storage=args.storage, study_name=args.study, sampler=args.sampler,
-               pruner=args.pruner)
-    out = {"study": res.study_name, "storage": res.storage, "best_params": res.best_params,
-           "best_val_expected_robustness": res.best_value, "n_trials": res.n_trials, "trials": res.trials}
+    try:
+        res = tune(cfg, _options(args)).as_dict()
+    except KeyboardInterrupt as exc:
+        raise KeyboardInterrupt(f"{exc or 'stopped'}; the running trial is marked FAIL and its MLflow run KILLED, "
+                                f"finished trials are kept: run the same command again to resume the study.") from None
     if args.json:
-        print_json(out)
+        print_json(res)
     else:
-        Console().print(out)
+        _print_summary(res, Console())
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    tu = sub.add_parser("tune", help="Optuna search over a schedule's parameters (objective: val ER)")
-    tu.add_argument("config")
-    tu.add_argument("--trials", type=int, default=10)
+    tu = sub.add_parser("tune", help="Optuna search over schedule shapes (tune CONFIG | tune show STUDY | "
+                                     "tune best STUDY)",
+                        description="`tune CONFIG` runs (or resumes) a study; `tune show STUDY` prints its best "
+                                    "trial / Pareto front, fANOVA importances and trial states; `tune best STUDY` "
+                                    "retrains the winner(s) on train+val and evaluates on test with AutoAttack.")
+    tu.add_argument("config", help="a config file, or `show` / `best`")
+    tu.add_argument("study_arg", nargs="?", metavar="STUDY", help="the study for show / best")
+    tu.add_argument("--trials", type=int, default=10, help="trials per worker")
     tu.add_argument("--storage", help="Optuna RDB URL (default sqlite:///optuna.db)")
     tu.add_argument("--study", help="study name (workers sharing a name and storage join one study)")
-    tu.add_argument("--sampler", default="tpe")
-    tu.add_argument("--pruner", default="median")
+    tu.add_argument("--sampler", default="tpe", help="tpe, random, cmaes, gp, qmc, grid, nsgaii")
+    tu.add_argument("--pruner", default=None, help="none, median, percentile, successive_halving, hyperband, "
+                                                   "wilcoxon (default: median; none for several objectives)")
+    tu.add_argument("--objectives", default="val_er", help="comma-separated: val_er, val_clean, val_pgd, "
+                                                           "train_compute (several = a multi-objective study)")
+    tu.add_argument("--grid-points", type=int, default=5, help="points per parameter of the grid sampler")
+    tu.add_argument("--timeout", type=float, default=None, help="seconds per worker")
+    tu.add_argument("--max-trials", type=int, default=None, help="cap on the study's trials across all workers")
+    tu.add_argument("--enqueue-defaults", action="store_true",
+                    help="the first trial of a new study is the config's setting (the paper's, by default)")
+    tu.add_argument("--workers", type=int, default=1, help="worker processes on the same storage")
     add_set_flag(tu)
     add_json_flag(tu)
     tu.set_defaults(func=cmd_tune)

@@ -277,6 +277,6 @@ def test_tune_refuses_a_schedule_without_parameters_or_with_fixed_ones(workdir):
 
     with pytest.raises(ConfigError, match="'constant' declares no parameters.*cosine"):
         tune(tiny_config(schedule={"name": "constant"}), n_trials=1)
-    with pytest.raises(ConfigError, match="would be ignored"):
-        tune(tiny_config(), n_trials=1)  # tiny_config fixes linear's warmup
+    with pytest.raises(ConfigError, match="every parameter fixed"):
+        tune(tiny_config(), n_trials=1)  # tiny_config fixes linear's only parameter, warmup
     assert not (workdir / "optuna.db").exists()

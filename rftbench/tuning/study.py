@@ -1,0 +1,239 @@
+"""A study: its identity (space, objectives, directions) in an RDB storage, one MLflow parent
+run, and workers that run trials as MLflow child runs.
+
+``run_tune_worker(cfg_or_path, options, worker_index)`` is picklable and self-contained: a
+launcher (local processes, submitit, Ray) calls it in another process; every worker opens the
+study, checks it is the same search, finds the study's one parent run by its tag and runs its
+share of trials; the sampler is re-seeded before every trial from (config seed, trial number),
+and the storage hands out each trial number once, so no two workers or resumes share a stream.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ..config import ExperimentConfig, load_config, parse_config
+from ..errors import TuneError
+from ..validation import validate_names
+from .objectives import StudyObjective, parse_objectives
+from .samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler, trial_seed
+from .space import SearchSpace, build_space
+
+ATTR_SPACE, ATTR_OBJECTIVES, ATTR_CONFIG, ATTR_PARENT = ("rftbench.space", "rftbench.objectives",
+                                                         "rftbench.config", "mlflow_parent_run_id")
+
+
+@dataclass
+class TuneOptions:
+    """How to run a study (picklable: launchers send it to other processes)."""
+
+    trials: int = 10  # per worker
+    study: str | None = None
+    storage: str | None = None
+    sampler: str = "tpe"
+    pruner: str | None = None  # None: median for one objective, none for several
+    objectives: list[str] = field(default_factory=lambda: ["val_er"])
+    grid_points: int = 5
+    timeout: float | None = None  # seconds, per worker
+    max_trials: int | None = None  # cap on the study's total trials (all workers, all states)
+    enqueue_defaults: bool = False
+    tracking_uri: str | None = None
+    workers: int = 1
+    visualize: bool = True  # Optuna's figures into the parent run when a worker ends
+
+    def check(self) -> None:
+        if self.trials < 1:
+            raise TuneError(f"--trials {self.trials}: a worker runs at least one trial (use `rftbench tune show` "
+                            f"to look at a study without running trials).")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise TuneError(f"--max-trials {self.max_trials} must be at least 1.")
+        if self.workers < 1:
+            raise TuneError(f"--workers {self.workers} must be at least 1.")
+        if self.grid_points < 2:
+            raise TuneError(f"--grid-points {self.grid_points} must be at least 2.")
+        if self.timeout is not None and self.timeout <= 0:
+            raise TuneError(f"--timeout {self.timeout} must be a positive number of seconds.")
+        SAMPLERS.get(self.sampler)
+        PRUNERS.get(self.pruner_name())
+
+    def pruner_name(self) -> str:
+        if self.pruner is not None:
+            return self.pruner
+        return "median" if len(self.objectives) == 1 else "none"
+
+
+def default_storage() -> str:
+    return os.environ.get("RFTBENCH_OPTUNA_STORAGE") or f"sqlite:///{Path.cwd().resolve() / 'optuna.db'}"
+
+
+def open_storage(url: str, attempts: int = 8) -> optuna.storages.BaseStorage:
+    """An Optuna RDB storage; retries when several workers create its schema at the same moment
+    (PostgreSQL then reports a duplicate type or table to all but one of them)."""
+    import random
+    import time
+
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    if url.startswith("sqlite:///"):  # one creator at a time; the others wait, then find the schema
+        from ..paths import file_lock
+
+        db = Path(url[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(db.with_name(db.name + ".lock")):
+            return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def study_name_for(cfg: ExperimentConfig, options: TuneOptions) -> str:
+    return options.study or f"{cfg.experiment}-{cfg.name}-{cfg.schedule.name}"
+
+
+@dataclass
+class Prepared:
+    cfg: ExperimentConfig
+    space: SearchSpace
+    objectives: list[StudyObjective]
+    study_name: str
+    storage_url: str
+    storage: Any
+    parent_run_id: str
+    tracking_uri: str | None = None
+    visualize: bool = True
+
+
+def _check_identity(study: optuna.Study, space: SearchSpace, objectives: list[StudyObjective]) -> None:
+    attrs = study.user_attrs
+    want_obj = [o.name for o in objectives]
+    had_dirs = [d.name.lower() for d in study.directions]
+    if attrs.get(ATTR_OBJECTIVES, want_obj) != want_obj or had_dirs != [o.direction for o in objectives]:
+        raise TuneError(f"study {study.study_name!r} optimises {attrs.get(ATTR_OBJECTIVES)} ({', '.join(had_dirs)}); "
+                        f"this run asks for {want_obj} ({', '.join(o.direction for o in objectives)}). Use the "
+                        f"study's --objectives to resume it, or a new --study name.")
+    had = attrs.get(ATTR_SPACE)
+    if had is not None and had["fingerprint"] != space.fingerprint():
+        raise TuneError(f"study {study.study_name!r} searched another space:\n  before: {json.dumps(had['space'])}\n"
+                        f"  now:    {json.dumps(space.describe())}\nresume it with the same schedule/search "
+                        f"sections, or start a new --study name.")
+
+
+def prepare_study(cfg: ExperimentConfig, options: TuneOptions) -> Prepared:
+    """Create or open the study, check it is the same search, enqueue the defaults (new study
+    only), and find or create its one MLflow parent run. Safe to call from every worker."""
+    options.check()
+    validate_names(cfg)
+    space = build_space(cfg)
+    objectives = parse_objectives(options.objectives)
+    make_sampler(options.sampler, 0, space, options.grid_points, len(objectives))  # refuse early
+    make_pruner(options.pruner_name(), cfg.train.epochs, len(objectives))
+    url = options.storage or default_storage()
+    storage = open_storage(url)
+    name = study_name_for(cfg, options)
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                directions=[o.direction for o in objectives])
+    _check_identity(study, space, objectives)
+    if ATTR_SPACE not in study.user_attrs:
+        study.set_user_attr(ATTR_SPACE, {"fingerprint": space.fingerprint(), "space": space.describe()})
+        study.set_user_attr(ATTR_OBJECTIVES, [o.name for o in objectives])
+        study.set_user_attr(ATTR_CONFIG, cfg.model_dump(mode="json"))
+    if options.enqueue_defaults and not study.trials:
+        study.enqueue_trial(space.default_point(), user_attrs={"enqueued": "defaults"}, skip_if_exists=True)
+    from .mlflow_link import find_or_create_parent
+
+    parent = find_or_create_parent(study, cfg, url, options, space)
+    return Prepared(cfg, space, objectives, name, url, storage, parent, options.tracking_uri, options.visualize)
+
+
+def _as_config(cfg_or_path: ExperimentConfig | str | Path | dict) -> ExperimentConfig:
+    if isinstance(cfg_or_path, ExperimentConfig):
+        return cfg_or_path
+    if isinstance(cfg_or_path, dict):
+        return parse_config(cfg_or_path, "<tune worker>")
+    return load_config(cfg_or_path)
+
+
+def run_tune_worker(cfg_or_path: ExperimentConfig | str | Path | dict, options: TuneOptions | dict,
+                    worker_index: int = 0) -> dict[str, Any]:
+    """One worker: run ``options.trials`` trials of the study (fewer on ``timeout`` or when the
+    study reaches ``max_trials``). Picklable arguments, a plain dict back."""
+    from optuna.study import MaxTrialsCallback
+
+    from .trial import make_objective
+
+    options = TuneOptions(**options) if isinstance(options, dict) else options
+    prep = prepare_study(_as_config(cfg_or_path), options)
+    existing = len(optuna.load_study(study_name=prep.study_name, storage=prep.storage).trials)
+    seed = prep.cfg.seed  # each trial's sampler seed: samplers.trial_seed(seed, trial number)
+    study = optuna.load_study(study_name=prep.study_name, storage=prep.storage,
+                              sampler=make_sampler(options.sampler, seed, prep.space, options.grid_points,
+                                                   len(prep.objectives)),
+                              pruner=make_pruner(options.pruner_name(), prep.cfg.train.epochs, len(prep.objectives)))
+    callbacks = [MaxTrialsCallback(options.max_trials, states=None)] if options.max_trials else []
+    mine: list[int] = []
+    if options.max_trials is None or existing < options.max_trials:
+        try:
+            study.optimize(make_objective(prep, mine), n_trials=options.trials, timeout=options.timeout,
+                           callbacks=callbacks, catch=())
+        finally:
+            from .mlflow_link import close_parent
+
+            close_parent(study, prep)
+    return {"worker": worker_index, "config_seed": seed, "trials": mine, "study": prep.study_name,
+            "trial_seeds": {n: trial_seed(seed, n) for n in mine}}
+
+
+def _spawned_worker(cfg: dict, options: dict, worker_index: int, threads: int) -> dict[str, Any]:
+    """A worker process of ``tune --workers N``: its share of the CPU's threads; its prints go to
+    stderr (stdout is the parent's to write, e.g. one --json document)."""
+    import contextlib
+    import sys
+
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.redirect_stdout(sys.stderr):
+        return run_tune_worker(cfg, options, worker_index)
+
+
+def _spawn_workers(cfg: ExperimentConfig, options: TuneOptions) -> list[dict[str, Any]]:
+    """``options.workers`` worker processes on the same storage (spawned: no forked torch state)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    one = TuneOptions(**{**asdict(options), "workers": 1})
+    threads = max(1, (os.cpu_count() or 1) // options.workers)
+    with ProcessPoolExecutor(options.workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_spawned_worker, cfg.model_dump(mode="json"), asdict(one), i, threads)
+                   for i in range(options.workers)]
+        return [f.result() for f in futures]
+
+
+def tune(cfg: ExperimentConfig, options: TuneOptions | None = None, **kw: Any) -> "TuneResult":
+    """Run the study: ``options.workers`` workers of ``options.trials`` trials each; the summary
+    back. Keyword arguments are TuneOptions fields (``n_trials`` is accepted for ``trials``)."""
+    from .report import TuneResult, summarize
+
+    if "n_trials" in kw:
+        kw["trials"] = kw.pop("n_trials")
+    if "study_name" in kw:
+        kw["study"] = kw.pop("study_name")
+    options = options or TuneOptions(**kw)
+    prep = prepare_study(cfg, options)  # once here: errors before any process starts
+    if options.workers == 1:
+        runs = [run_tune_worker(cfg, options, 0)]
+    else:
+        runs = _spawn_workers(cfg, options)
+    res: TuneResult = summarize(prep.study_name, prep.storage_url, tracking_uri=options.tracking_uri)
+    res.workers = runs
+    return res
