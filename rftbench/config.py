@@ -278,6 +278,24 @@ class EvalConfig(_Strict):
         return out
 
 
+class LauncherConfig(_Strict):
+    """A grid spec's ``launcher:`` section (``rftbench sweep``; CLI flags override it): where
+    the runs go (:mod:`rftbench.launch`) and what each run gets there."""
+
+    name: Optional[Literal["local", "submitit", "ray"]] = None  # None: in this process, one after another
+    workers: int = Field(2, ge=1, le=10_000)  # local: runs at once
+    threads: int = Field(1, ge=0, le=1024)  # torch threads per run (0: torch's default)
+    partition: Optional[str] = None  # SLURM partition
+    gpus: float = Field(0, ge=0, le=64)  # GPUs per run (SLURM, Ray)
+    cpus: int = Field(1, ge=1, le=1024)  # CPUs per run (SLURM, Ray)
+    time_min: int = Field(60, ge=1)  # SLURM time limit per run
+    array_parallelism: int = Field(16, ge=1)  # SLURM array tasks at once
+    mem_gb: Optional[float] = Field(None, gt=0)
+    folder: str = "rftbench-launch"  # submitit logs and pickles
+    cluster: Optional[Literal["slurm", "local"]] = None  # submitit: None picks SLURM where sbatch exists
+    ray_address: Optional[str] = None  # a running Ray cluster; None: a local ray.init()
+
+
 class ExperimentConfig(_Strict):
     """One robust fine-tuning run: model x data x schedule x attack, then evaluation."""
 

@@ -55,3 +55,8 @@ class RecordError(RftbenchError):
 
 class TrackingError(RftbenchError):
     """The tracking store (MLflow) cannot be reached or refused an operation."""
+
+
+class LauncherError(RftbenchError):
+    """A launcher cannot start: its extra is not installed, its cluster does not answer, or its
+    options make no sense together."""

@@ -44,13 +44,14 @@ def write_curve_csv(record: EvaluationRecord, path: Path) -> Path:
 def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, run_dir: str | Path | None = None,
                    resume_run_id: str | None = None, evaluate: bool = True, parent_run_id: str | None = None,
                    callbacks: Iterable[Callback] = (), progress: Any = None,
-                   extra_tags: dict[str, Any] | None = None) -> ExperimentResult:
+                   extra_tags: dict[str, Any] | None = None, claimed_run_id: str | None = None) -> ExperimentResult:
     """Train ``cfg`` and (unless ``evaluate=False``) evaluate it on ``cfg.eval.split``; log all to MLflow.
 
     ``resume_run_id`` reopens that MLflow run and resumes training from its last checkpoint in
     ``run_dir`` (default: the directory recorded on the run); it refuses while a live process on
     this host still trains that run (see :mod:`rftbench.recovery`). ``callbacks`` are extra
-    :class:`rftbench.training.Callback` objects (e.g. Optuna pruning).
+    :class:`rftbench.training.Callback` objects (e.g. Optuna pruning). ``claimed_run_id``: an
+    MLflow run created (and claimed) beforehand by :mod:`rftbench.gridrun` to train in afresh.
     """
     validate_names(cfg)
     if resume_run_id is not None:
@@ -61,7 +62,9 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
     tags = {"rftbench.schedule": cfg.schedule.name, "rftbench.model": cfg.model.name,
             "rftbench.dataset": cfg.data.name, "rftbench.kind": "experiment", **(extra_tags or {})}
     with start_run(cfg.experiment, cfg.name, tags=tags, uri=tracking_uri, parent_run_id=parent_run_id,
-                   run_id=resume_run_id) as tracker:
+                   run_id=resume_run_id or claimed_run_id) as tracker:
+        if claimed_run_id is not None:
+            tracker.set_tags(tags)
         rdir = Path(run_dir or Path(cfg.output_dir) / tracker.run_id)
         rdir.mkdir(parents=True, exist_ok=True)
         if resume_run_id is None:
