@@ -208,6 +208,9 @@ class TrainConfig(_Strict):
     log_every: int = Field(25, ge=0)  # batches between per-step MLflow metrics / progress; 0 = per epoch only
     progress: Literal["auto", "rich", "plain", "off"] = "auto"  # auto: rich on a terminal, else plain lines
     nesterov: bool = True  # SGD: Nesterov momentum (when momentum > 0)
+    # BatchNorm in training: "local" (batch statistics of each process's batch), "sync" (SyncBatchNorm
+    # over all torchrun ranks: the global batch's statistics; GPUs only), "frozen" (running statistics, eval mode)
+    batchnorm: Literal["local", "sync", "frozen"] = "local"
 
     @field_validator("device")
     @classmethod

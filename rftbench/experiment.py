@@ -54,6 +54,10 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
     MLflow run created (and claimed) beforehand by :mod:`rftbench.gridrun` to train in afresh.
     """
     validate_names(cfg)
+    from .training.distributed import init_distributed
+
+    if not init_distributed(cfg.train.device).is_main:  # torchrun: ranks > 0 train, rank 0 records
+        return _train_follower(cfg, resume_run_id, run_dir, tracking_uri, callbacks)
     if resume_run_id is not None:
         from .recovery import check_resumable, run_dir_of
 
@@ -74,6 +78,23 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
         _log_training(tracker, result)
         record = _evaluate_and_log(tracker, cfg, task, result, rdir) if evaluate else None
         return ExperimentResult(tracker.run_id, result, record, rdir)
+
+
+def _train_follower(cfg: ExperimentConfig, resume_run_id: str | None, run_dir: str | Path | None,
+                    tracking_uri: str | None, callbacks: Iterable[Callback]) -> ExperimentResult:
+    """A rank > 0 of a torchrun job: the same training, nothing logged or written (rank 0's
+    checkpoint in the run's directory is read on resume)."""
+    import tempfile
+
+    if resume_run_id is not None and run_dir is None:
+        from .recovery import run_dir_of
+        from .tracking import client_for
+
+        run_dir = run_dir_of(client_for(tracking_uri).get_run(resume_run_id))
+    task = build_task(cfg)
+    rdir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="rftbench-rank-"))
+    result = train(cfg, run_dir=rdir, task=task, resume=resume_run_id is not None, callbacks=callbacks)
+    return ExperimentResult("", result, None, rdir)
 
 
 def _log_run_inputs(tracker: Tracker, cfg: ExperimentConfig, task: Task, rdir: Path) -> None:

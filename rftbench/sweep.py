@@ -191,9 +191,19 @@ def run_sweep(runs: list[GridRun], launcher: Any = None, point_options: Any = No
         return [run_point(*c) for c in calls]
     from .launch import launch
 
-    outcomes = launch(run_point, calls, launcher)
-    return [o.value if o.ok else PointResult(r.name, run_identity(r.config), "failed", None, o.error)
-            for r, o in zip(runs, outcomes)]
+    # what is done (or failed, without --retry-failed) needs no worker; the workers decide again under a claim
+    planned = {p["name"]: p for p in plan_grid(runs, opts)}
+    results: dict[str, Any] = {}
+    for r in runs:
+        p = planned[r.name]
+        if p["action"] in ("skip", "skip (busy)", "failed"):
+            status = "failed" if p["action"] == "failed" else "skipped"
+            results[r.name] = PointResult(r.name, p["identity"], status, None, p["message"])
+    todo = [(r, c) for r, c in zip(runs, calls) if r.name not in results]
+    outcomes = launch(run_point, [c for _, c in todo], launcher)
+    for (r, _), o in zip(todo, outcomes):
+        results[r.name] = o.value if o.ok else PointResult(r.name, run_identity(r.config), "failed", None, o.error)
+    return [results[r.name] for r in runs]
 
 
 def sweep_summary(results: list[Any]) -> dict[str, Any]:
