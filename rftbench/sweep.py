@@ -200,6 +200,10 @@ def run_sweep(runs: list[GridRun], launcher: Any = None, point_options: Any = No
             status = "failed" if p["action"] == "failed" else "skipped"
             results[r.name] = PointResult(r.name, p["identity"], status, None, p["message"])
     todo = [(r, c) for r, c in zip(runs, calls) if r.name not in results]
+    if not launcher.preload:
+        from dataclasses import replace
+
+        launcher = replace(launcher, preload=("rftbench.experiment",))
     outcomes = launch(run_point, [c for _, c in todo], launcher)
     for (r, _), o in zip(todo, outcomes):
         results[r.name] = o.value if o.ok else PointResult(r.name, run_identity(r.config), "failed", None, o.error)

@@ -4,9 +4,9 @@ Every launcher takes one picklable function (defined at module level) and a list
 tuples, and returns one :class:`Outcome` per call, in order: the call's return value, or the
 error that stopped it (an exception, a killed worker). One failing call never stops the others.
 
-- ``local``: N worker processes on this machine (``workers``); each call runs in a fresh
-  ``python`` subprocess started by a :class:`concurrent.futures.ThreadPoolExecutor` thread, so a
-  call that dies (SIGKILL, OOM) fails alone; ``threads`` torch threads per call (default 1).
+- ``local``: N worker processes on this machine (``workers``, a ProcessPoolExecutor); each call
+  runs in a child forked from a worker, so a call that dies (SIGKILL, OOM) fails alone;
+  ``threads`` torch threads per call (default 1).
 - ``submitit``: SLURM job arrays through submitit (``pip install 'rftbench[submitit]'``);
   ``cluster="local"`` runs the same pickling path on submitit's LocalExecutor (what the tests use).
 - ``ray``: Ray tasks with ``cpus_per_run`` / ``gpus_per_run`` resources on the cluster at
@@ -47,6 +47,7 @@ class LaunchOptions:
     ray_address: Optional[str] = None
     env: dict[str, str] = field(default_factory=dict)
     cwd: Optional[str] = None
+    preload: tuple[str, ...] = ()  # local: modules each worker imports once, before its calls
 
     def with_defaults(self) -> "LaunchOptions":
         """A copy whose ``env`` also carries this process's MLflow URI and rftbench paths, and
