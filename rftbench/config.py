@@ -212,6 +212,9 @@ class TrainConfig(_Strict):
     progress: Literal["auto", "rich", "plain", "off"] = "auto"  # auto: rich on a terminal, else plain lines
     nesterov: bool = True  # SGD: Nesterov momentum (when momentum > 0)
     log_mlflow_model: bool = True  # the fine-tuned model as an MLflow PyTorch model (registrable)
+    # BatchNorm in training: "local" (batch statistics of each process's batch), "sync" (SyncBatchNorm
+    # over all torchrun ranks: the global batch's statistics; GPUs only), "frozen" (running statistics, eval mode)
+    batchnorm: Literal["local", "sync", "frozen"] = "local"
 
     @field_validator("device")
     @classmethod
@@ -357,6 +360,24 @@ class SearchConfig(_Strict):
         if len(set(v)) != len(v):
             raise ValueError(f"search.schedules names a family twice: {v}")
         return v
+
+
+class LauncherConfig(_Strict):
+    """A grid spec's ``launcher:`` section (``rftbench sweep``; CLI flags override it): where
+    the runs go (:mod:`rftbench.launch`) and what each run gets there."""
+
+    name: Optional[Literal["local", "submitit", "ray"]] = None  # None: in this process, one after another
+    workers: int = Field(2, ge=1, le=10_000)  # local: runs at once
+    threads: int = Field(1, ge=0, le=1024)  # torch threads per run (0: torch's default)
+    partition: Optional[str] = None  # SLURM partition
+    gpus: float = Field(0, ge=0, le=64)  # GPUs per run (SLURM, Ray)
+    cpus: int = Field(1, ge=1, le=1024)  # CPUs per run (SLURM, Ray)
+    time_min: int = Field(60, ge=1)  # SLURM time limit per run
+    array_parallelism: int = Field(16, ge=1)  # SLURM array tasks at once
+    mem_gb: Optional[float] = Field(None, gt=0)
+    folder: str = "rftbench-launch"  # submitit logs and pickles
+    cluster: Optional[Literal["slurm", "local"]] = None  # submitit: None picks SLURM where sbatch exists
+    ray_address: Optional[str] = None  # a running Ray cluster; None: a local ray.init()
 
 
 class ExperimentConfig(_Strict):

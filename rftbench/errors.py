@@ -72,3 +72,8 @@ class RunFinishedError(RftbenchError):
 class TuneError(RftbenchError):
     """A study cannot run as asked (reused name with another space, a sampler that cannot
     handle the space, an objective that is not recorded, ...)."""
+
+
+class LauncherError(RftbenchError):
+    """A launcher cannot start: its extra is not installed, its cluster does not answer, or its
+    options make no sense together."""

@@ -53,26 +53,34 @@ def write_curve_csv(record: EvaluationRecord, path: Path) -> Path:
 def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, run_dir: str | Path | None = None,
                    resume_run_id: str | None = None, evaluate: bool = True, parent_run_id: str | None = None,
                    callbacks: Iterable[Callback] = (), progress: Any = None,
-                   extra_tags: dict[str, Any] | None = None) -> ExperimentResult:
+                   extra_tags: dict[str, Any] | None = None, claimed_run_id: str | None = None) -> ExperimentResult:
     """Train ``cfg`` and (unless ``evaluate=False``) evaluate it on ``cfg.eval.split``; log all to MLflow.
 
     ``resume_run_id`` reopens that MLflow run and resumes training from its last checkpoint in
     ``run_dir`` (default: the directory recorded on the run); it refuses while a live process on
     this host still trains that run (see :mod:`rftbench.recovery`). ``callbacks`` are extra
-    :class:`rftbench.training.Callback` objects (e.g. Optuna pruning).
+    :class:`rftbench.training.Callback` objects (e.g. Optuna pruning). ``claimed_run_id``: an
+    MLflow run created (and claimed) beforehand by :mod:`rftbench.gridrun` to train in afresh.
     """
     validate_names(cfg)
     check_output_dir(cfg.output_dir)
     check_tracking_uri(tracking_uri or default_tracking_uri())
     check_store(tracking_uri or default_tracking_uri(), offline_ok=cfg.tracking.offline_ok)
+
+    from .training.distributed import init_distributed
+
+    if not init_distributed(cfg.train.device).is_main:  # torchrun: ranks > 0 train, rank 0 records
+        return _train_follower(cfg, resume_run_id, run_dir, tracking_uri, callbacks)
     if resume_run_id is not None:
         run_dir = _resumable_run_dir(resume_run_id, run_dir, tracking_uri)
     task = build_task(cfg)
     tags = {"rftbench.schedule": cfg.schedule.name, "rftbench.model": cfg.model.name,
             "rftbench.dataset": cfg.data.name, "rftbench.kind": "experiment", **(extra_tags or {})}
     with start_spooled_run(cfg.experiment, cfg.name, tags=tags, uri=tracking_uri, parent_run_id=parent_run_id,
-                           run_id=resume_run_id, offline_ok=cfg.tracking.offline_ok,
+                           run_id=resume_run_id or claimed_run_id, offline_ok=cfg.tracking.offline_ok,
                            sync_wait_s=cfg.tracking.sync_wait_s) as tracker:
+        if claimed_run_id is not None:
+            tracker.set_tags(tags)
         rdir = Path(run_dir or Path(cfg.output_dir) / tracker.run_id)
         rdir.mkdir(parents=True, exist_ok=True)
         tracker.attach(rdir)
@@ -110,6 +118,23 @@ def _resumable_run_dir(run_id: str, run_dir: str | Path | None, uri: str | None)
                                f"resume, and it is left as it is. Start a new run to train again.")
     run_dir = run_dir or run_dir_of(run)
     return run_dir
+
+
+def _train_follower(cfg: ExperimentConfig, resume_run_id: str | None, run_dir: str | Path | None,
+                    tracking_uri: str | None, callbacks: Iterable[Callback]) -> ExperimentResult:
+    """A rank > 0 of a torchrun job: the same training, nothing logged or written (rank 0's
+    checkpoint in the run's directory is read on resume)."""
+    import tempfile
+
+    if resume_run_id is not None and run_dir is None:
+        from .recovery import run_dir_of
+        from .tracking import client_for
+
+        run_dir = run_dir_of(client_for(tracking_uri).get_run(resume_run_id))
+    task = build_task(cfg)
+    rdir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="rftbench-rank-"))
+    result = train(cfg, run_dir=rdir, task=task, resume=resume_run_id is not None, callbacks=callbacks)
+    return ExperimentResult("", result, None, rdir)
 
 
 def _log_run_inputs(tracker: Tracker, cfg: ExperimentConfig, task: Task, rdir: Path) -> None:

@@ -22,7 +22,7 @@ from .config import (ExperimentConfig, apply_overrides, dump_config, parse_confi
                      set_dotted)
 from .errors import ConfigError
 
-_SPEC_KEYS = {"grid", "description", "name", "base", "axes"}
+_SPEC_KEYS = {"grid", "description", "name", "base", "axes", "launcher"}
 
 
 @dataclass
@@ -136,3 +136,81 @@ def run_grid(runs: list[GridRun], *, evaluate: bool = True) -> list[dict[str, An
                     "expected_robustness": rec["expected_robustness"]["value"] if rec else None,
                     "train_wall_time_s": res.train.wall_time_s})
     return out
+
+
+def launcher_config(spec: dict[str, Any], source: str = "<grid>"):
+    """The spec's ``launcher:`` section as a :class:`~rftbench.config.LauncherConfig`."""
+    from pydantic import ValidationError
+
+    from .config import LauncherConfig
+
+    try:
+        return LauncherConfig.model_validate(spec.get("launcher") or {})
+    except ValidationError as exc:
+        raise ConfigError(f"grid spec {source}, launcher section: {exc.errors()[0]['loc']}: "
+                          f"{exc.errors()[0]['msg']}; see `rftbench sweep --help` for the launcher options.") from None
+
+
+def launch_options(lc) -> Any:
+    """:class:`rftbench.launch.LaunchOptions` from a :class:`~rftbench.config.LauncherConfig`."""
+    from .launch import LaunchOptions
+
+    return LaunchOptions(launcher=lc.name or "local", workers=lc.workers, threads=lc.threads, cpus_per_run=lc.cpus,
+                         gpus_per_run=lc.gpus, partition=lc.partition, time_min=lc.time_min,
+                         array_parallelism=lc.array_parallelism, mem_gb=lc.mem_gb, folder=lc.folder,
+                         cluster=lc.cluster, ray_address=lc.ray_address)
+
+
+def plan_grid(runs: list[GridRun], point_options: Any = None) -> list[dict[str, Any]]:
+    """What :func:`run_sweep` would do with each run (``--dry-run``): train, resume, skip, fail."""
+    from .gridrun import PointOptions, decide, find_runs, run_identity
+    from .tracking import client_for
+
+    opts = point_options or PointOptions()
+    client = client_for()
+    out = []
+    for r in runs:
+        ident = run_identity(r.config)
+        exp = client.get_experiment_by_name(r.config.experiment)
+        d = decide(find_runs(client, exp.experiment_id, ident) if exp else [], opts)
+        action = {"new": "train", "busy": "skip (busy)"}.get(d.action, d.action)
+        out.append({"name": r.name, "identity": ident, "action": action, "message": d.message})
+    return out
+
+
+def run_sweep(runs: list[GridRun], launcher: Any = None, point_options: Any = None) -> list[Any]:
+    """Every run of the grid through :func:`rftbench.gridrun.run_point`: in this process one after
+    another (``launcher`` None) or with :func:`rftbench.launch.launch` (a ``LaunchOptions``).
+    Returns one :class:`~rftbench.gridrun.PointResult` per run; a run whose worker died is
+    ``failed`` with the launcher's message (its MLflow run is resumed by the next sweep)."""
+    from .gridrun import PointOptions, PointResult, run_identity, run_point
+
+    opts = point_options or PointOptions()
+    calls = [(r.config.model_dump(), r.labels, opts) for r in runs]
+    if launcher is None:
+        return [run_point(*c) for c in calls]
+    from .launch import launch
+
+    # what is done (or failed, without --retry-failed) needs no worker; the workers decide again under a claim
+    planned = {p["name"]: p for p in plan_grid(runs, opts)}
+    results: dict[str, Any] = {}
+    for r in runs:
+        p = planned[r.name]
+        if p["action"] in ("skip", "skip (busy)", "failed"):
+            status = "failed" if p["action"] == "failed" else "skipped"
+            results[r.name] = PointResult(r.name, p["identity"], status, None, p["message"])
+    todo = [(r, c) for r, c in zip(runs, calls) if r.name not in results]
+    if not launcher.preload:
+        from dataclasses import replace
+
+        launcher = replace(launcher, preload=("rftbench.experiment",))
+    outcomes = launch(run_point, [c for _, c in todo], launcher)
+    for (r, _), o in zip(todo, outcomes):
+        results[r.name] = o.value if o.ok else PointResult(r.name, run_identity(r.config), "failed", None, o.error)
+    return [results[r.name] for r in runs]
+
+
+def sweep_summary(results: list[Any]) -> dict[str, Any]:
+    """Counts per status and every failure's message."""
+    counts = {s: sum(r.status == s for r in results) for s in ("finished", "skipped", "resumed", "failed")}
+    return {**counts, "failures": [{"name": r.name, "message": r.message} for r in results if r.status == "failed"]}

@@ -46,12 +46,31 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _torchrun(args) -> int:
+    """``rftbench train CONFIG --nproc N``: the same command under ``torchrun`` with N processes."""
+    import subprocess
+    import sys
+
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            argv.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "rftbench", *argv]
+    return subprocess.run(cmd).returncode
+
+
 def cmd_train(args) -> int:
     from ..config import load_config
+    from ..errors import RunFinishedError
     from ..experiment import run_experiment
 
-    from ..errors import RunFinishedError
-
+    if args.nproc and args.nproc > 1:
+        return _torchrun(args)
     if args.config is None:
         if not args.resume:
             raise RftbenchError("`rftbench train` needs a CONFIG (or `--resume RUN_ID` to continue a run with "
@@ -65,6 +84,8 @@ def cmd_train(args) -> int:
         res = run_experiment(cfg, evaluate=not args.no_eval, resume_run_id=args.resume, run_dir=args.run_dir)
     except RunFinishedError as exc:
         Console(stderr=True).print(escape(str(exc)))
+        return 0
+    if not res.run_id:  # a torchrun rank > 0: rank 0 reports
         return 0
     out = {"run_id": res.run_id, "run_dir": str(res.run_dir), "checkpoint": str(res.train.checkpoint),
            "train_wall_time_s": res.train.wall_time_s}
@@ -153,6 +174,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", metavar="MLFLOW_RUN_ID", help="resume that run from its last checkpoint")
     t.add_argument("--run-dir", help="where checkpoints go (default output_dir/<run id>)")
     t.add_argument("--no-eval", action="store_true")
+    t.add_argument("--nproc", type=int, metavar="N", help="train on N processes with DDP (starts torchrun; "
+                   "one per GPU, or gloo on CPU)")
     add_json_flag(t)
     t.set_defaults(func=cmd_train)
 

@@ -85,3 +85,7 @@ def set_train_mode(model: PixelModel, cfg: ExperimentConfig) -> None:
                 m.train()
     else:
         model.train()
+    if cfg.train.batchnorm == "frozen":  # running statistics only; the affine parameters still train
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()

@@ -17,6 +17,7 @@ last good one.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -34,6 +35,7 @@ from ..models import PixelModel, save_checkpoint
 from ..objectives import create_objective
 from ..scheduling import create_schedule
 from .callbacks import BatchEnd, Callback, CheckpointCallback, MlflowCallback, ProgressCallback, SignalStop
+from . import distributed as ddp
 from .optim import current_lr, group_lr, lr_factor, make_lr_schedule, make_optimizer, set_train_mode
 from .plan import BatchPlan, EpsController
 from .progress import TrainProgress, make_progress
@@ -95,6 +97,8 @@ class Trainer:
             raise ConfigError(f"dataset {cfg.data.name!r} has an empty training split.")
         if tc.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.dist = ddp.current()
+        train_model = ddp.wrap_model(self.model, device, tc.batchnorm == "sync") if self.dist.active else self.model
         attack = None
         if self.objective.uses_attack:
             from ..attacks import TrainAttack
@@ -104,15 +108,21 @@ class Trainer:
         plan = self.plan = BatchPlan(len(self.splits.train), cfg.data.batch_size, tc.accum_steps, tc.epochs)
         self.sampler = EpochSampler(plan.n_train, cfg.seed)
         self.loader_gen = torch.Generator()  # worker seeds come from here, not from the training RNG stream
-        self.loader = DataLoader(self.splits.train, batch_size=plan.batch_size, sampler=self.sampler,
-                                 num_workers=cfg.data.num_workers, drop_last=plan.drop_last,
-                                 pin_memory=device.type == "cuda", generator=self.loader_gen)
+        if self.dist.active:  # each rank: its slice of every global batch
+            self.batch_sampler = ddp.ShardedBatchSampler(self.sampler, plan, self.dist.rank, self.dist.world)
+            self.loader = DataLoader(self.splits.train, batch_sampler=self.batch_sampler,
+                                     num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                                     generator=self.loader_gen)
+        else:
+            self.loader = DataLoader(self.splits.train, batch_size=plan.batch_size, sampler=self.sampler,
+                                     num_workers=cfg.data.num_workers, drop_last=plan.drop_last,
+                                     pin_memory=device.type == "cuda", generator=self.loader_gen)
         self.optimizer = make_optimizer(self.model, cfg)
         self.warmup_steps = round(tc.warmup_epochs * plan.opt_steps_per_epoch)
         self.lr_schedule = make_lr_schedule(self.optimizer, plan.epochs * plan.opt_steps_per_epoch, self.warmup_steps)
         self.eps_ctl = EpsController(self.schedule, cfg.threat.eps, cfg.schedule.granularity,
                                      plan.steps_per_epoch, plan.epochs)
-        self.step = TrainStep(self.model, self.objective, attack, self.optimizer, self.lr_schedule, device=device,
+        self.step = TrainStep(train_model, self.objective, attack, self.optimizer, self.lr_schedule, device=device,
                               amp_dtype=amp_dtype, scaler=scaler, grad_clip=tc.grad_clip,
                               channels_last=tc.channels_last)
         self.epoch_meter, self.window = BatchMeter(device), BatchMeter(device)
@@ -141,7 +151,10 @@ class Trainer:
         if first_batch == 0:
             self.epoch_meter.reset()
             self.epoch_time = 0.0
-        self.sampler.set_epoch(epoch, skip=first_batch * self.plan.batch_size)
+        if self.dist.active:
+            self.batch_sampler.set_epoch(epoch, first_batch)
+        else:
+            self.sampler.set_epoch(epoch, skip=first_batch * self.plan.batch_size)
         self.loader_gen.manual_seed(self.cfg.seed * 1_000_003 + epoch)
         self.window.reset()
         self._t_epoch = time.perf_counter()
@@ -176,6 +189,8 @@ class Trainer:
 
     # ------------------------------------------------------------ metrics
     def _window_stats(self, eps: float) -> dict[str, float]:
+        if self.dist.active:
+            ddp.reduce_meter(self.window)
         stats = self.window.values()
         stats["images_per_s"] = self.window.n / max(time.perf_counter() - self.window.t0, 1e-9)
         stats["eps"] = eps
@@ -183,6 +198,8 @@ class Trainer:
         return stats
 
     def _epoch_metrics(self, epoch: int) -> dict[str, float]:
+        if self.dist.active:
+            ddp.reduce_meter(self.epoch_meter)
         metrics = {f"train/{k}": v for k, v in self.epoch_meter.values().items()}
         metrics.update({"train/lr": current_lr(self.optimizer),
                         "train/images_per_s": self.epoch_meter.n / max(self.epoch_time, 1e-9),
@@ -191,7 +208,7 @@ class Trainer:
         if head_lr is not None:
             metrics["train/lr_head"] = head_lr
         val_every = self.cfg.train.val_every or self.plan.epochs
-        if self.validate and ((epoch + 1) % val_every == 0 or epoch + 1 == self.plan.epochs):
+        if self.validate and self.dist.is_main and ((epoch + 1) % val_every == 0 or epoch + 1 == self.plan.epochs):
             metrics.update(self.validation_metrics())
         return metrics
 
@@ -227,27 +244,35 @@ class Trainer:
             f"the training loss became {bad[1]} at epoch {e}, batch {b} (eps={self.eps_ctl.eps(e, b):.4g}, "
             f"lr={lr:.3g}). Lower train.lr, set train.grad_clip, or use train.precision: fp32. {kept}.")
 
-    def capture_state(self, epoch: int, next_batch: int) -> TrainingState:
-        """The resumable state at position (``epoch``, ``next_batch``)."""
+    def capture_state(self, epoch: int, next_batch: int, meter: Optional[BatchMeter] = None) -> TrainingState:
+        """The resumable state at position (``epoch``, ``next_batch``) (``meter``: the epoch's
+        statistics, default this rank's)."""
         if self._cfg_json is None:
             self._cfg_json = json.dumps(resume_config(self.cfg))
         scaler = self.step.scaler
         return TrainingState(
             model=self.model.net.state_dict(), optimizer=self.optimizer.state_dict(),
             lr_schedule=self.lr_schedule.state_dict(), scaler=scaler.state_dict() if scaler else {}, rng=rng_state(),
-            epoch=epoch, batch=next_batch, opt_steps=self.step.opt_steps, epoch_meter=self.epoch_meter.state(),
+            epoch=epoch, batch=next_batch, opt_steps=self.step.opt_steps, epoch_meter=(meter or self.epoch_meter).state(),
             epoch_time_s=self.epoch_time, history=self.history, attack_steps=self.attack_steps,
             elapsed_s=time.perf_counter() - self._t_start, config=self._cfg_json)
 
     def save_state(self, epoch: int, next_batch: int) -> Path:
         """Write ``state.pt`` for a run to continue at (``epoch``, ``next_batch``); never after a
         non-finite loss (the last good checkpoint stays)."""
+        meter = None
+        if self.dist.active:  # every rank reaches here; the epoch's statistics of all ranks, written by rank 0
+            meter = copy.copy(self.epoch_meter)
+            ddp.reduce_meter(meter)
+            if not self.dist.is_main:
+                self.saved_at = (epoch, next_batch)
+                return self.state_path
         if self.state_path is None:
             raise ConfigError("this Trainer has no run_dir, so it cannot write a training state.")
         self.raise_if_diverged()
         if next_batch:
             self._clock()  # mid-epoch: the epoch's time so far goes with the state
-        self.capture_state(epoch, next_batch).save(self.state_path)
+        self.capture_state(epoch, next_batch, meter).save(self.state_path)
         self.saved_at = (epoch, next_batch)
         self._emit("on_checkpoint", self.state_path)
         return self.state_path
@@ -265,7 +290,7 @@ class Trainer:
         self.elapsed = float(st.elapsed_s)
         self.step.opt_steps = int(st.opt_steps if st.opt_steps is not None
                                   else self.start_epoch * self.plan.opt_steps_per_epoch)
-        if self.start_batch:
+        if self.start_batch and self.dist.is_main:  # the saved statistics are those of all ranks
             self.epoch_meter.load(st.epoch_meter)
             self.epoch_time = float(st.epoch_time_s)
         self.resumed_from = {"epoch": self.start_epoch, "batch": self.start_batch}
@@ -287,7 +312,8 @@ class Trainer:
     def _result(self) -> TrainResult:
         wall = time.perf_counter() - self._t_start
         self.model.eval()
-        ckpt = save_checkpoint(self.model, self.run_dir / "model.safetensors") if self.run_dir is not None else None
+        write = self.run_dir is not None and self.dist.is_main
+        ckpt = save_checkpoint(self.model, self.run_dir / "model.safetensors") if write else None
         plan = self.plan
         return TrainResult(self.model, self.history, ckpt, wall, self.attack_steps, plan.total_steps,
                            info={"steps_per_epoch": plan.steps_per_epoch, "schedule": repr(self.schedule),
@@ -324,8 +350,10 @@ def default_callbacks(cfg: ExperimentConfig, *, tracker: Any = None,
     the progress display (default ``make_progress(cfg.train.progress)``) and signal stop."""
     out: list[Callback] = [MlflowCallback(tracker)] if tracker is not None else []
     out.append(CheckpointCallback(cfg.train.checkpoint_every, cfg.train.checkpoint_every_steps))
-    out.append(ProgressCallback(progress if progress is not None else make_progress(cfg.train.progress)))
-    out.append(SignalStop())
+    info = ddp.current()
+    shown = cfg.train.progress if info.is_main else "off"
+    out.append(ProgressCallback(progress if progress is not None else make_progress(shown)))
+    out.append(ddp.DistributedSignalStop() if info.active else SignalStop())
     return out
 
 
