@@ -90,7 +90,7 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
                        callbacks=callbacks, progress=progress)
         _log_training(tracker, result)
         if cfg.train.log_mlflow_model:
-            log_pytorch_model(tracker, result.model, example_batch(task.splits.test))
+            _direct_log(log_pytorch_model, tracker, result.model, example_batch(task.splits.test))
         record = _evaluate_and_log(tracker, cfg, task, result, rdir, resume_run_id is not None) if evaluate else None
         return ExperimentResult(tracker.run_id, result, record, rdir)
 
@@ -148,8 +148,20 @@ def _log_run_inputs(tracker: Tracker, cfg: ExperimentConfig, task: Task, rdir: P
     if augment:  # the resolved training augmentation (data.augment may say only `true`)
         tracker.log_params({"data.augment_preset": augment["preset"]})
         tracker.set_tags({"rftbench.augment": str(augment["transform"])[:5000]})
-    log_dataset_inputs(tracker, cfg, splits)
+    _direct_log(log_dataset_inputs, tracker, cfg, splits)
     tracker.set_tags({"rftbench.run_dir": str(rdir.resolve())})
+
+
+def _direct_log(fn: Any, tracker: Any, *args: Any) -> None:
+    """Calls that go to the store directly, not through the spool (the MLflow model, dataset
+    inputs): with the store unreachable they are skipped with a warning, never costing the run."""
+    try:
+        fn(tracker, *args)
+    except Exception as exc:  # noqa: BLE001 - a tracking outage must not stop training
+        import logging
+
+        logging.getLogger(__name__).warning("%s not logged to MLflow (the store did not take it: %s)",
+                                            fn.__name__, str(exc)[:300])
 
 
 def _log_training(tracker: Tracker, result: TrainResult) -> None:

@@ -369,7 +369,9 @@ def start_spooled_run(experiment: str, run_name: str, *, tags: Mapping[str, Any]
 
     uri = uri or default_tracking_uri()
     client, online = _open_client(uri, offline_ok)
-    all_tags = {"mlflow.runName": run_name, **{k: str(v) for k, v in (tags or {}).items()}}
+    from .tracking import standard_tags
+
+    all_tags = {**standard_tags(), "mlflow.runName": run_name, **{k: str(v) for k, v in (tags or {}).items()}}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     rid, state = _create_or_reopen(client, online, experiment, run_name, all_tags, run_id)
