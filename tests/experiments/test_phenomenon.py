@@ -60,7 +60,9 @@ def test_two_runs_of_the_grid_end_to_end_then_figure_and_table(workdir, capsys):
 
     only = ["--only", "none-eps0.2-seed0", "--only", "epsilon_scheduling-eps0.2-seed1"]
     assert main(["sweep", str(GRIDS / "digits_phenomenon.yaml"), *only, *TINY, "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    assert out["summary"]["finished"] == 2 and out["summary"]["failed"] == 0
+    results = [{**r, **r["summary"]} for r in out["runs"]]
     assert [r["name"] for r in results] == ["none-eps0.2-seed0", "epsilon_scheduling-eps0.2-seed1"]
     client = client_for()
     for r in results:
@@ -92,7 +94,8 @@ def test_imagefolder_variant_runs_on_a_written_tree(workdir, capsys):
     assert main(["sweep", str(GRIDS / "digits_phenomenon_imagefolder.yaml"), "--only", "constant-eps0.1-seed0",
                  *TINY, "--set", f"data.root={workdir / 'tree'}", "--set", "eval.autoattack.enabled=false",
                  "--json"]) == 0
-    (r,) = json.loads(capsys.readouterr().out)
+    (r,) = json.loads(capsys.readouterr().out)["runs"]
+    r = r["summary"]
     assert 0 <= r["acc_clean"] <= 1 and 0 <= r["expected_robustness"] <= r["acc_clean"] + 1e-9
 
 
