@@ -81,7 +81,7 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
                            sync_wait_s=cfg.tracking.sync_wait_s) as tracker:
         if claimed_run_id is not None:
             tracker.set_tags(tags)
-        rdir = Path(run_dir or Path(cfg.output_dir) / tracker.run_id)
+        rdir = Path(run_dir or Path(cfg.output_dir) / tracker.run_id).resolve()
         rdir.mkdir(parents=True, exist_ok=True)
         tracker.attach(rdir)
         if resume_run_id is None:
