@@ -64,9 +64,25 @@ def best(times):
     return min(w for w, _ in times), min(c for _, c in times)
 
 
+def time_pruned_vs_naive(pruned, naive, repeats: int, attack: str):
+    """Time both sweeps side by side ``repeats`` times; stop unless the pruned flags equal the
+    naive flags with the nesting rule. Returns (pruned times, naive times, pruned flags)."""
+    from rftbench.attacks.pruned import apply_nesting
+
+    t_pruned, t_naive = [], []
+    for _ in range(repeats):
+        tp, flags_pruned = timed(pruned)
+        tn, flags_naive = timed(naive)
+        t_pruned.append(tp)
+        t_naive.append(tn)
+    if not np.array_equal(flags_pruned, apply_nesting(flags_naive)):
+        raise SystemExit(f"pruned {attack} sweep flags differ from the naive {attack} loop with the nesting rule")
+    return t_pruned, t_naive, flags_pruned
+
+
 def bench_sweep(model, test, repeats: int) -> dict:
     from rftbench.attacks import SweepSettings
-    from rftbench.attacks.pruned import apply_nesting, pruned_sweep
+    from rftbench.attacks.pruned import pruned_sweep
 
     x, y = test.images, test.labels
     idx = np.arange(len(y))
@@ -94,15 +110,7 @@ def bench_sweep(model, test, repeats: int) -> dict:
             cols.append(torch.cat(col))
         return torch.stack(cols, 1).numpy()
 
-    t_pruned, t_naive = [], []
-    for _ in range(repeats):
-        tp, flags_pruned = timed(pruned)
-        tn, flags_naive = timed(naive)
-        t_pruned.append(tp)
-        t_naive.append(tn)
-    nested = apply_nesting(flags_naive)
-    if not np.array_equal(flags_pruned, nested):
-        raise SystemExit("pruned sweep flags differ from the naive sweep with the nesting rule")
+    t_pruned, t_naive, flags_pruned = time_pruned_vs_naive(pruned, naive, repeats, "PGD")
     acc = flags_pruned.mean(0)
     attacked = flags_pruned[:, :-1].sum() / (len(y) * (len(grid) - 1))
     print(f"(a) {len(y)} samples, PGD-{steps}, eps grid 0..0.2 in 9 points; accuracy "
@@ -116,7 +124,7 @@ def bench_sweep(model, test, repeats: int) -> dict:
 def bench_apgd_sweep(model, test, repeats: int) -> dict:
     """(b): the pruned APGD-CE sweep vs a naive per-eps APGD-CE loop with identical flags."""
     from rftbench.attacks import SweepSettings
-    from rftbench.attacks.pruned import apply_nesting, pruned_sweep
+    from rftbench.attacks.pruned import pruned_sweep
     from rftbench.attacks.startable import apgd_starts, make_apgd
 
     x, y = test.images, test.labels
@@ -144,14 +152,7 @@ def bench_apgd_sweep(model, test, repeats: int) -> dict:
             cols.append(torch.cat(col))
         return torch.stack(cols, 1).numpy()
 
-    t_pruned, t_naive = [], []
-    for _ in range(repeats):
-        tp, flags_pruned = timed(pruned)
-        tn, flags_naive = timed(naive)
-        t_pruned.append(tp)
-        t_naive.append(tn)
-    if not np.array_equal(flags_pruned, apply_nesting(flags_naive)):
-        raise SystemExit("pruned APGD-CE sweep flags differ from the naive APGD-CE loop with the nesting rule")
+    t_pruned, t_naive, flags_pruned = time_pruned_vs_naive(pruned, naive, repeats, "APGD-CE")
     attacked = flags_pruned[:, :-1].sum() / (len(y) * (len(grid) - 1))
     print(f"(b) {len(y)} samples, APGD-CE-{steps}, same grid; accuracy "
           f"{' '.join(f'{a:.3f}' for a in flags_pruned.mean(0))} (identical, naive + nesting)")

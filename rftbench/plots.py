@@ -22,12 +22,7 @@ def plot_robustness_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[
     ax.grid(alpha=0.3)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_schedules(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], out: str | Path,
@@ -41,12 +36,7 @@ def plot_schedules(series: Mapping[str, tuple[Sequence[float], Sequence[float]]]
     ax.set_ylim(-0.02 * target_eps, 1.05 * target_eps)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_phenomenon(df, out: str | Path, order: Sequence[str] | None = None,
@@ -70,6 +60,11 @@ def plot_phenomenon(df, out: str | Path, order: Sequence[str] | None = None,
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
+    return _save(fig, out)
+
+
+def _save(fig, out: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure; returns its path."""
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
