@@ -193,30 +193,30 @@ def run_tune_worker(cfg_or_path: ExperimentConfig | str | Path | dict, options: 
             "trial_seeds": {n: trial_seed(seed, n) for n in mine}}
 
 
-def _spawned_worker(cfg: dict, options: dict, worker_index: int, threads: int) -> dict[str, Any]:
-    """A worker process of ``tune --workers N``: its share of the CPU's threads; its prints go to
-    stderr (stdout is the parent's to write, e.g. one --json document)."""
+def _worker_call(cfg: dict, options: dict, worker_index: int) -> dict[str, Any]:
+    """A worker process of ``tune --workers N``; its prints go to stderr (stdout is the parent's
+    to write, e.g. one --json document)."""
     import contextlib
     import sys
 
-    import torch
-
-    torch.set_num_threads(threads)
     with contextlib.redirect_stdout(sys.stderr):
         return run_tune_worker(cfg, options, worker_index)
 
 
-def _spawn_workers(cfg: ExperimentConfig, options: TuneOptions) -> list[dict[str, Any]]:
-    """``options.workers`` worker processes on the same storage (spawned: no forked torch state)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+def _launch_workers(cfg: ExperimentConfig, options: TuneOptions) -> list[dict[str, Any]]:
+    """``options.workers`` workers on the same storage through the ``local`` launcher (each its
+    own process with its share of the CPU's threads; one that dies does not stop the others)."""
+    from ..launch import LaunchOptions, launch
 
     one = TuneOptions(**{**asdict(options), "workers": 1})
     threads = max(1, (os.cpu_count() or 1) // options.workers)
-    with ProcessPoolExecutor(options.workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_spawned_worker, cfg.model_dump(mode="json"), asdict(one), i, threads)
-                   for i in range(options.workers)]
-        return [f.result() for f in futures]
+    calls = [(cfg.model_dump(mode="json"), asdict(one), i) for i in range(options.workers)]
+    outcomes = launch(_worker_call, calls, LaunchOptions(workers=options.workers, threads=threads))
+    failed = [f"worker {i}: {o.error}" for i, o in enumerate(outcomes) if not o.ok]
+    if failed:
+        raise TuneError(f"{len(failed)} of {options.workers} tune workers failed ({'; '.join(failed)}); the "
+                        f"others' trials are in the study: run the same command again to go on.")
+    return [o.value for o in outcomes]
 
 
 def tune(cfg: ExperimentConfig, options: TuneOptions | None = None, **kw: Any) -> "TuneResult":
@@ -233,7 +233,7 @@ def tune(cfg: ExperimentConfig, options: TuneOptions | None = None, **kw: Any) -
     if options.workers == 1:
         runs = [run_tune_worker(cfg, options, 0)]
     else:
-        runs = _spawn_workers(cfg, options)
+        runs = _launch_workers(cfg, options)
     res: TuneResult = summarize(prep.study_name, prep.storage_url, tracking_uri=options.tracking_uri)
     res.workers = runs
     return res

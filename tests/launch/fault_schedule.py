@@ -18,7 +18,10 @@ class Fault(Schedule):
         if progress >= 0.5 and mode == 1:
             raise RuntimeError("fault schedule: failing on purpose")
         marker = os.environ.get("RFTBENCH_TEST_KILL_MARKER")
-        if progress >= 0.5 and mode == 2 and marker and Path(marker).exists():
-            Path(marker).unlink()
+        if progress >= 0.5 and mode == 2 and marker:
+            try:
+                Path(marker).unlink()  # only the process that removes it dies (two may race for it)
+            except FileNotFoundError:
+                return progress
             os.kill(os.getpid(), signal.SIGKILL)
         return progress
