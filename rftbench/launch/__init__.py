@@ -5,16 +5,18 @@ tuples, and returns one :class:`Outcome` per call, in order: the call's return v
 error that stopped it (an exception, a killed worker). One failing call never stops the others.
 
 - ``local``: N worker processes on this machine (``workers``, a ProcessPoolExecutor); each call
-  runs in a child forked from a worker, so a call that dies (SIGKILL, OOM) fails alone;
-  ``threads`` torch threads per call (default 1).
+  runs in a child forked from a worker, so a call that dies (SIGKILL, OOM) fails alone, and a
+  worker imports what its calls imported, so later calls start warm; ``threads`` torch threads
+  per call (default 1).
 - ``submitit``: SLURM job arrays through submitit (``pip install 'rftbench[submitit]'``);
   ``cluster="local"`` runs the same pickling path on submitit's LocalExecutor (what the tests use).
 - ``ray``: Ray tasks with ``cpus_per_run`` / ``gpus_per_run`` resources on the cluster at
   ``ray_address`` (``pip install 'rftbench[ray]'``); no address: a local ``ray.init()``.
 
 ``rftbench sweep --launcher`` uses them for grid points (:mod:`rftbench.gridrun`); ``rftbench
-tune`` can hand its Optuna workers to them the same way: ``launch(run_tune_worker,
-[(config, options, i) for i in range(n)], LaunchOptions(launcher="ray"))``.
+tune --workers N`` starts its Optuna workers through ``local``, and any launcher takes them the
+same way: ``launch(run_tune_worker, [(config, options, i) for i in range(n)],
+LaunchOptions(launcher="ray"))``.
 """
 from __future__ import annotations
 
