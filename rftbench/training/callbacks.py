@@ -18,8 +18,6 @@ A hook may raise to stop the run (an Optuna ``TrialPruned``, :class:`TrainingInt
 from __future__ import annotations
 
 import json
-import signal
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
@@ -152,20 +150,22 @@ class SignalStop(Callback):
     second signal interrupts at once. Handlers are installed only in the main thread (where
     Python delivers signals) and restored when the run ends."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
     def __init__(self):
-        self.requested: Optional[str] = None
-        self._previous: dict[int, Any] = {}
+        from ..signals import StopRequest
 
-    def _handler(self, signum, frame):
-        if self.requested is not None:
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
-        self.requested = signal.Signals(signum).name
+        self._signals = StopRequest("training")
+
+    @property
+    def requested(self) -> Optional[str]:
+        """The name of the signal that asked to stop (None: none yet)."""
+        return self._signals.requested
+
+    @requested.setter
+    def requested(self, value: Optional[str]) -> None:
+        self._signals.requested = value
 
     def on_run_start(self, trainer):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        self._signals.install()
 
     def _stop(self, trainer, epoch: int, next_batch: int) -> None:
         if trainer.saved_at != (epoch, next_batch):
@@ -182,16 +182,11 @@ class SignalStop(Callback):
         if self.requested is not None:
             self._stop(trainer, epoch + 1, 0)
 
-    def _restore(self) -> None:
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-        self._previous = {}
-
     def on_run_end(self, trainer, result):
-        self._restore()
+        self._signals.restore()
 
     def on_exception(self, trainer, exc):
-        self._restore()
+        self._signals.restore()
 
 
 class PerEpochCallback(Callback):

@@ -187,3 +187,15 @@ def test_the_plain_path_needs_no_run_dir(workdir):
     assert not any(k.startswith("val/") for k in res.history[0]) and not res.model.training
     with pytest.raises(ConfigError, match="no run_dir"):
         trainer.save_state(1, 0)
+
+
+def test_stop_request_first_signal_asks_the_second_interrupts_and_handlers_come_back():
+    from rftbench.signals import StopRequest
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with StopRequest("work") as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt, match="second SIGINT: work stopped at once"):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
