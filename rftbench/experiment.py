@@ -25,7 +25,8 @@ from .tracking import Tracker, check_tracking_uri, default_tracking_uri, start_r
 from .training import Callback, TrainResult, train
 from .validation import load_plugins, validate_names
 
-__all__ = ["ExperimentResult", "run_experiment", "evaluate_config", "log_evaluation_record", "load_plugins"]
+__all__ = ["ExperimentResult", "run_experiment", "run_dir_for", "evaluate_config", "log_evaluation_record",
+           "load_plugins"]
 
 
 @dataclass
@@ -69,7 +70,12 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
 
     from .training.distributed import init_distributed
 
-    if not init_distributed(cfg.train.device).is_main:  # torchrun: ranks > 0 train, rank 0 records
+    dist = init_distributed(cfg.train.device)
+    if dist.active:
+        from .recovery import exit_with_launcher
+
+        exit_with_launcher()  # a rank never outlives a killed torchrun
+    if not dist.is_main:  # torchrun: ranks > 0 train, rank 0 records
         return _train_follower(cfg, resume_run_id, run_dir, tracking_uri, callbacks)
     if resume_run_id is not None:
         run_dir = _resumable_run_dir(resume_run_id, run_dir, tracking_uri)
@@ -81,7 +87,7 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
                            sync_wait_s=cfg.tracking.sync_wait_s) as tracker:
         if claimed_run_id is not None:
             tracker.set_tags(tags)
-        rdir = Path(run_dir or Path(cfg.output_dir) / tracker.run_id).resolve()
+        rdir = run_dir_for(cfg, tracker.run_id, run_dir)
         rdir.mkdir(parents=True, exist_ok=True)
         tracker.attach(rdir)
         if resume_run_id is None:
@@ -93,6 +99,13 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
             _direct_log(log_pytorch_model, tracker, result.model, example_batch(task.splits.test))
         record = _evaluate_and_log(tracker, cfg, task, result, rdir, resume_run_id is not None) if evaluate else None
         return ExperimentResult(tracker.run_id, result, record, rdir)
+
+
+def run_dir_for(cfg: ExperimentConfig, run_id: str, recorded: str | Path | None = None) -> Path:
+    """A run's directory (checkpoint, tracking spool), absolute: ``recorded`` (the run's
+    ``rftbench.run_dir`` tag, or ``--run-dir``) or else ``output_dir/RUN_ID``, which is also where
+    a run killed before that tag reached the store keeps them."""
+    return Path(recorded or Path(cfg.output_dir) / run_id).resolve()
 
 
 def check_output_dir(output_dir: str | Path) -> None:
