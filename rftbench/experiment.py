@@ -84,7 +84,8 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
             "rftbench.dataset": cfg.data.name, "rftbench.kind": "experiment", **(extra_tags or {})}
     with start_spooled_run(cfg.experiment, cfg.name, tags=tags, uri=tracking_uri, parent_run_id=parent_run_id,
                            run_id=resume_run_id or claimed_run_id, offline_ok=cfg.tracking.offline_ok,
-                           sync_wait_s=cfg.tracking.sync_wait_s) as tracker:
+                           sync_wait_s=cfg.tracking.sync_wait_s,
+                           max_bytes=int(cfg.tracking.spool_max_mb * 2**20)) as tracker:
         if claimed_run_id is not None:
             tracker.set_tags(tags)
         rdir = run_dir_for(cfg, tracker.run_id, run_dir)
@@ -96,7 +97,7 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
                        callbacks=callbacks, progress=progress)
         _log_training(tracker, result)
         if cfg.train.log_mlflow_model:
-            _direct_log(log_pytorch_model, tracker, result.model, example_batch(task.splits.test))
+            _best_effort(log_pytorch_model, tracker, result.model, example_batch(task.splits.test))
         record = _evaluate_and_log(tracker, cfg, task, result, rdir, resume_run_id is not None) if evaluate else None
         return ExperimentResult(tracker.run_id, result, record, rdir)
 
@@ -161,20 +162,20 @@ def _log_run_inputs(tracker: Tracker, cfg: ExperimentConfig, task: Task, rdir: P
     if augment:  # the resolved training augmentation (data.augment may say only `true`)
         tracker.log_params({"data.augment_preset": augment["preset"]})
         tracker.set_tags({"rftbench.augment": str(augment["transform"])[:5000]})
-    _direct_log(log_dataset_inputs, tracker, cfg, splits)
+    _best_effort(log_dataset_inputs, tracker, cfg, splits)
     tracker.set_tags({"rftbench.run_dir": str(rdir.resolve())})
 
 
-def _direct_log(fn: Any, tracker: Any, *args: Any) -> None:
-    """Calls that go to the store directly, not through the spool (the MLflow model, dataset
-    inputs): with the store unreachable they are skipped with a warning, never costing the run."""
+def _best_effort(fn: Any, tracker: Any, *args: Any) -> None:
+    """The MLflow model and the dataset inputs: extras that go through the spool like the rest,
+    but whose preparation (saving the model with MLflow) may fail without costing the run."""
     try:
         fn(tracker, *args)
-    except Exception as exc:  # noqa: BLE001 - a tracking outage must not stop training
+    except Exception as exc:  # noqa: BLE001 - an extra must not stop a trained run
         import logging
 
-        logging.getLogger(__name__).warning("%s not logged to MLflow (the store did not take it: %s)",
-                                            fn.__name__, str(exc)[:300])
+        logging.getLogger(__name__).warning("%s not logged to MLflow (%s: %s)", fn.__name__,
+                                            type(exc).__name__, str(exc)[:300])
 
 
 def _log_training(tracker: Tracker, result: TrainResult) -> None:

@@ -78,7 +78,8 @@ class MlflowCallback(Callback):
 
     ``train_step/*`` window metrics at step = batches done, ``train/*`` and ``val/*`` epoch metrics
     at step = epoch; the process tags and a heartbeat (:mod:`rftbench.recovery`) at the start, on
-    every logging step and epoch end; ``rftbench.resumed_from`` on a resumed run.
+    every logging step and epoch end; ``rftbench.resumed_from`` on a resumed run. The per-step
+    calls are marked ``per_step`` (what a full tracking spool drops first).
     """
 
     def __init__(self, tracker: Any):
@@ -93,8 +94,9 @@ class MlflowCallback(Callback):
 
     def on_batch_end(self, trainer, batch):
         if batch.stats is not None:
-            self.tracker.log_metrics({f"train_step/{k}": v for k, v in batch.stats.items()}, step=batch.step)
-            self.tracker.set_tags(self._heartbeat())
+            self.tracker.log_metrics({f"train_step/{k}": v for k, v in batch.stats.items()}, step=batch.step,
+                                     per_step=True)
+            self.tracker.set_tags(self._heartbeat(), per_step=True)
 
     def on_epoch_end(self, trainer, epoch, metrics):
         self.tracker.log_metrics(metrics, step=epoch)
