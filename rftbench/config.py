@@ -302,10 +302,16 @@ class TrackingConfig(_Strict):
     """How a training run talks to the MLflow store. Metrics and tags always go through an on-disk
     spool in the run directory, flushed in the background. ``offline_ok``: a store that does not
     answer at start is not an error: the run spools and ``rftbench runs sync RUN_DIR`` uploads it
-    later. ``sync_wait_s``: how long the end of a run waits for an unreachable store."""
+    later. ``sync_wait_s``: how long the end of a run waits for an unreachable store.
+    ``spool_max_mb``: the most disk the spool may take (MiB, 1 MiB = 2**20 bytes): what was sent
+    is dropped from it as it goes; when it is full because the store is behind, per-step metrics
+    (``train_step/*``) and heartbeats are dropped (with a warning and the tag
+    ``rftbench.spool_dropped``) until it catches up, while epoch metrics, params, tags and
+    artifacts are always kept. Training never waits."""
 
     offline_ok: bool = False
     sync_wait_s: float = Field(30.0, ge=0, le=3600)
+    spool_max_mb: float = Field(256.0, gt=0, le=1048576)
 
 
 SEARCHABLE_TRAIN_KNOBS = ("lr", "momentum", "weight_decay", "warmup_epochs", "grad_clip")

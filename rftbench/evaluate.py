@@ -39,7 +39,8 @@ from .checks import default_large_eps
 from .config import ExperimentConfig
 from .data import class_counts, dataset_labels, eval_subset_indices, indices_sha256
 from .errors import ConfigError, RecordError
-from .evalstate import EvaluationInterrupted, SignalGuard, read_state, write_state
+from .evalstate import EvaluationInterrupted, read_state, write_state
+from .signals import StopRequest
 from .metrics import expected_robustness, resolve_distribution
 from .models import weights_sha256
 from .records import (EvaluationRecord, SampleResults, concat_samples, library_versions, merge_records, pack_array,
@@ -272,7 +273,7 @@ def _measure(model: nn.Module, batches, cfg: ExperimentConfig, plan: _Plan, devi
     state after each block and stopping at a block boundary when a signal asked for it."""
     ranges = _block_ranges(plan, shard_block(cfg))
     done = state.load(timings)
-    with SignalGuard(enabled=state.path is not None) as guard:
+    with StopRequest("evaluation", enabled=state.path is not None) as guard:
         for k, (lo, hi) in enumerate(ranges):
             if k < len(done):
                 continue

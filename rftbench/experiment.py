@@ -25,7 +25,8 @@ from .tracking import Tracker, check_tracking_uri, default_tracking_uri, start_r
 from .training import Callback, TrainResult, train
 from .validation import load_plugins, validate_names
 
-__all__ = ["ExperimentResult", "run_experiment", "evaluate_config", "log_evaluation_record", "load_plugins"]
+__all__ = ["ExperimentResult", "run_experiment", "run_dir_for", "evaluate_config", "log_evaluation_record",
+           "load_plugins"]
 
 
 @dataclass
@@ -69,7 +70,12 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
 
     from .training.distributed import init_distributed
 
-    if not init_distributed(cfg.train.device).is_main:  # torchrun: ranks > 0 train, rank 0 records
+    dist = init_distributed(cfg.train.device)
+    if dist.active:
+        from .recovery import exit_with_launcher
+
+        exit_with_launcher()  # a rank never outlives a killed torchrun
+    if not dist.is_main:  # torchrun: ranks > 0 train, rank 0 records
         return _train_follower(cfg, resume_run_id, run_dir, tracking_uri, callbacks)
     if resume_run_id is not None:
         run_dir = _resumable_run_dir(resume_run_id, run_dir, tracking_uri)
@@ -78,10 +84,11 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
             "rftbench.dataset": cfg.data.name, "rftbench.kind": "experiment", **(extra_tags or {})}
     with start_spooled_run(cfg.experiment, cfg.name, tags=tags, uri=tracking_uri, parent_run_id=parent_run_id,
                            run_id=resume_run_id or claimed_run_id, offline_ok=cfg.tracking.offline_ok,
-                           sync_wait_s=cfg.tracking.sync_wait_s) as tracker:
+                           sync_wait_s=cfg.tracking.sync_wait_s,
+                           max_bytes=int(cfg.tracking.spool_max_mb * 2**20)) as tracker:
         if claimed_run_id is not None:
             tracker.set_tags(tags)
-        rdir = Path(run_dir or Path(cfg.output_dir) / tracker.run_id).resolve()
+        rdir = run_dir_for(cfg, tracker.run_id, run_dir)
         rdir.mkdir(parents=True, exist_ok=True)
         tracker.attach(rdir)
         if resume_run_id is None:
@@ -90,9 +97,16 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
                        callbacks=callbacks, progress=progress)
         _log_training(tracker, result)
         if cfg.train.log_mlflow_model:
-            _direct_log(log_pytorch_model, tracker, result.model, example_batch(task.splits.test))
+            _best_effort(log_pytorch_model, tracker, result.model, example_batch(task.splits.test))
         record = _evaluate_and_log(tracker, cfg, task, result, rdir, resume_run_id is not None) if evaluate else None
         return ExperimentResult(tracker.run_id, result, record, rdir)
+
+
+def run_dir_for(cfg: ExperimentConfig, run_id: str, recorded: str | Path | None = None) -> Path:
+    """A run's directory (checkpoint, tracking spool), absolute: ``recorded`` (the run's
+    ``rftbench.run_dir`` tag, or ``--run-dir``) or else ``output_dir/RUN_ID``, which is also where
+    a run killed before that tag reached the store keeps them."""
+    return Path(recorded or Path(cfg.output_dir) / run_id).resolve()
 
 
 def check_output_dir(output_dir: str | Path) -> None:
@@ -148,20 +162,20 @@ def _log_run_inputs(tracker: Tracker, cfg: ExperimentConfig, task: Task, rdir: P
     if augment:  # the resolved training augmentation (data.augment may say only `true`)
         tracker.log_params({"data.augment_preset": augment["preset"]})
         tracker.set_tags({"rftbench.augment": str(augment["transform"])[:5000]})
-    _direct_log(log_dataset_inputs, tracker, cfg, splits)
+    _best_effort(log_dataset_inputs, tracker, cfg, splits)
     tracker.set_tags({"rftbench.run_dir": str(rdir.resolve())})
 
 
-def _direct_log(fn: Any, tracker: Any, *args: Any) -> None:
-    """Calls that go to the store directly, not through the spool (the MLflow model, dataset
-    inputs): with the store unreachable they are skipped with a warning, never costing the run."""
+def _best_effort(fn: Any, tracker: Any, *args: Any) -> None:
+    """The MLflow model and the dataset inputs: extras that go through the spool like the rest,
+    but whose preparation (saving the model with MLflow) may fail without costing the run."""
     try:
         fn(tracker, *args)
-    except Exception as exc:  # noqa: BLE001 - a tracking outage must not stop training
+    except Exception as exc:  # noqa: BLE001 - an extra must not stop a trained run
         import logging
 
-        logging.getLogger(__name__).warning("%s not logged to MLflow (the store did not take it: %s)",
-                                            fn.__name__, str(exc)[:300])
+        logging.getLogger(__name__).warning("%s not logged to MLflow (%s: %s)", fn.__name__,
+                                            type(exc).__name__, str(exc)[:300])
 
 
 def _log_training(tracker: Tracker, result: TrainResult) -> None:

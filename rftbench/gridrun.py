@@ -6,7 +6,10 @@ as the tag ``rftbench.run_identity``. Before training, :func:`run_point` looks t
 
 - a FINISHED run with an evaluation record (tag ``rftbench.er_name``) -> ``skipped``;
 - a run that someone alive is working on (a live claim) -> ``skipped`` (busy);
-- a KILLED run, or one left RUNNING by a dead process -> ``resumed`` from its checkpoint;
+- a KILLED run, or one left RUNNING by a dead process -> ``resumed`` from its checkpoint
+  (looked for in the run's recorded directory, else in ``output_dir/RUN_ID``: a run killed
+  before its ``rftbench.run_dir`` tag reached the store), or trained afresh in the same run
+  when it left none;
 - a FAILED run -> ``failed`` again, unless ``retry_failed`` (then resumed);
 - nothing -> a new run, ``finished``.
 
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import ExperimentConfig, parse_config
-from .recovery import HEARTBEAT_TAG, PID_TAG, _proc_stat, _run_process, process_state
+from .recovery import HEARTBEAT_TAG, PID_TAG, _proc_stat, _run_process, process_state, run_dir_of
 from .tracking import client_for, get_or_create_experiment
 
 IDENTITY_TAG, CODE_TAG, CLAIM_PREFIX = "rftbench.run_identity", "rftbench.code_version", "rftbench.claim."
@@ -195,10 +198,18 @@ def _fail_open_run(client, run_id: str, exc: BaseException) -> None:
 def _train(cfg: ExperimentConfig, run_id: str, decision: Decision, opts: PointOptions, tags: dict[str, Any]):
     from .experiment import run_experiment
 
-    resume = decision.action in ("resume", "failed") and "rftbench.run_dir" in decision.run.data.tags
-    if resume:
+    if decision.action in ("resume", "failed") and _has_checkpoint(cfg, decision.run):
         return run_experiment(cfg, resume_run_id=run_id, evaluate=opts.evaluate)
     return run_experiment(cfg, claimed_run_id=run_id, evaluate=opts.evaluate, extra_tags=tags)
+
+
+def _has_checkpoint(cfg: ExperimentConfig, run) -> bool:
+    """Whether ``run`` left a resumable state: in its recorded directory, or in the default one
+    when it was killed before its ``rftbench.run_dir`` tag reached the store."""
+    from .experiment import run_dir_for
+    from .training.state import STATE_FILE
+
+    return (run_dir_for(cfg, run.info.run_id, run_dir_of(run)) / STATE_FILE).is_file()
 
 
 def _summary(res) -> dict[str, Any]:

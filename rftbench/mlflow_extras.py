@@ -58,13 +58,15 @@ def leaderboard_tags(record: Any) -> dict[str, Any]:
 
 
 def log_pytorch_model(tracker: Any, model: Any, example: Any) -> None:
-    """The model as an MLflow PyTorch model (input signature from one example batch)."""
+    """The model as an MLflow PyTorch model (input signature from an example batch of 2), saved
+    locally with ``mlflow.pytorch.save_model`` and sent with the tracker's ``log_artifacts`` (a
+    spooling tracker keeps a copy until the store takes it)."""
     import mlflow.pytorch
     import torch
     from mlflow.models import infer_signature
 
     model = model.eval()
-    x = example[:1].to(next(model.parameters()).device)
+    x = example[:2].to(next(model.parameters()).device)  # a batch of 2: the exported batch size stays dynamic
     with torch.no_grad():
         y = model(x)
     sig = infer_signature(x.cpu().numpy(), y.cpu().numpy())
@@ -72,12 +74,12 @@ def log_pytorch_model(tracker: Any, model: Any, example: Any) -> None:
         path = Path(d) / MODEL_ARTIFACT
         mlflow.pytorch.save_model(model, str(path), signature=sig, input_example=x,
                                   pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "rftbench"])
-        tracker.client.log_artifacts(tracker.run_id, str(path), MODEL_ARTIFACT)
+        tracker.log_artifacts(path, MODEL_ARTIFACT)
 
 
 def log_dataset_inputs(tracker: Any, cfg: Any, splits: Any) -> None:
-    """train/val/test as MLflow dataset inputs; digest = sha256 of the data config, the split's size
-    and the split description (``splits.json``)."""
+    """train/val/test as MLflow dataset inputs (the tracker's ``log_inputs``); digest = sha256 of
+    the data config, the split's size and the split description (``splits.json``)."""
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.entities import DatasetInput, InputTag
@@ -91,11 +93,12 @@ def log_dataset_inputs(tracker: Any, cfg: Any, splits: Any) -> None:
         source = HTTPDatasetSource(url=f"rftbench://{cfg.data.name}/{name}")
         meta = MetaDataset(source=source, name=f"{cfg.data.name}-{name}", digest=digest)
         inputs.append(DatasetInput(meta._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", name)]))
-    tracker.client.log_inputs(tracker.run_id, datasets=inputs)
+    tracker.log_inputs(inputs)
 
 
-def example_batch(dataset: Any) -> Any:
+def example_batch(dataset: Any, n: int = 2) -> Any:
+    """The first ``n`` inputs of ``dataset`` as one batch (two by default: MLflow exports the
+    model with a dynamic batch size only from an example batch of more than one)."""
     import torch
 
-    x, _ = dataset[0]
-    return torch.as_tensor(np.asarray(x))[None]
+    return torch.stack([torch.as_tensor(np.asarray(dataset[i][0])) for i in range(min(n, len(dataset)))])

@@ -64,10 +64,16 @@ def plot_phenomenon(df, out: str | Path, order: Sequence[str] | None = None,
 
 
 def _save(fig, out: str | Path) -> Path:
-    """Lay out, write (creating the folder) and close a figure; returns its path."""
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    """Lay out, write atomically (creating the folder; :mod:`rftbench.atomic`) and close a
+    figure; returns its path."""
+    import io
+
+    from .atomic import atomic_write_bytes
+
+    try:
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format=Path(out).suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
+    return atomic_write_bytes(out, buf.getvalue())

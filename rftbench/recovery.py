@@ -126,6 +126,35 @@ def stale_runs_to_json(stale: list[StaleRun]) -> list[dict[str, Any]]:
     return [asdict(s) for s in stale]
 
 
+def exit_with_launcher(interval_s: float = 0.5) -> bool:
+    """Under ``torchrun``: SIGKILL this rank as soon as its launcher (the parent process) is gone.
+
+    torchrun starts every rank in a session of its own, so a SIGKILL of the launcher's process
+    group (``kill -9 -PGID``, a job step killed that way) would leave the ranks training on,
+    unsupervised: they would finish (or collide with) the run while it is being resumed. Dying
+    the same way keeps a killed job what it looks like: a RUNNING run that ``--resume`` continues
+    from its last checkpoint. A daemon thread checks the parent every ``interval_s`` seconds;
+    returns whether it was started (only under torchrun, ``TORCHELASTIC_RUN_ID`` set)."""
+    import signal
+    import sys
+    import threading
+
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return False
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        print(f"rftbench: rank {os.environ.get('RANK', '?')}: the torchrun launcher (pid {parent}) is gone; "
+              f"this rank stops too (resume the run with `rftbench train --resume RUN_ID`).",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="rftbench-launcher-watch", daemon=True).start()
+    return True
+
+
 def check_resumable(run_id: str, *, uri: str | None = None):
     """The MLflow run ``run_id``, after checking that no live process on this host still trains it."""
     client = client_for(uri)

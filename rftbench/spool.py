@@ -1,8 +1,10 @@
 """Tracking that never costs training: an on-disk spool of MLflow calls, flushed in the background.
 
-A training run's metrics, tags, params and artifacts are appended to ``<run_dir>/tracking-spool.jsonl``
-(one JSON line per call, one ``write`` each; a torn last line after a crash is ignored) and a
+A training run's metrics, tags, params, artifacts, MLflow model and dataset inputs are appended
+to ``<run_dir>/tracking-spool.jsonl`` (one JSON line per call, one ``write`` each; a line torn by
+a crash is cut when the spool is continued, and a line that is not JSON is skipped) and a
 background thread sends them to the store in batches, in order, with a short timeout per call.
+The spool is bounded (``tracking.spool_max_mb``; see :class:`SpoolingTracker`).
 What was sent is recorded in ``tracking-spool.state.json`` (written atomically), so nothing is
 sent twice by rftbench and nothing is lost when the store goes away: training continues, the
 spool grows, and it is flushed when the store answers again -- at the latest when the run ends,
@@ -15,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import threading
 import time
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
-from .atomic import atomic_write_text, disk_full_error, is_disk_full
+from .atomic import atomic_write_bytes, atomic_write_text, disk_full_error, is_disk_full
 from .errors import RftbenchError, TrackingError
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,9 @@ SPOOL_NAME, STATE_NAME, ARTIFACT_DIR = "tracking-spool.jsonl", "tracking-spool.s
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 MAX_READ = 4 << 20  # bytes of spool read per flush round
+DEFAULT_MAX_BYTES = 256 << 20  # tracking.spool_max_mb's default
+COMPACT_AT = 8 << 20  # sent bytes that make the flusher drop the sent part (at most max_bytes / 4)
+DROPPED_TAG = "rftbench.spool_dropped"
 
 
 def fast_fail_http() -> None:
@@ -51,21 +57,37 @@ class Spool:
     def exists(self) -> bool:
         return self.state_path.is_file()
 
-    def read_state(self) -> dict[str, Any]:
+    def size(self) -> int:
+        """Bytes in the log (0 when there is none)."""
         try:
-            return json.loads(self.state_path.read_text())
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def read_state(self) -> dict[str, Any]:
+        """The sync state; an offset past the end of the log (a compaction cut short by a crash,
+        see :meth:`keep_tail`) means the whole log is unsent."""
+        try:
+            state = json.loads(self.state_path.read_text())
         except FileNotFoundError:
             raise TrackingError(f"{self.run_dir} holds no tracking spool ({STATE_NAME}); is it a run "
                                 f"directory of `rftbench train`?") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise TrackingError(f"{self.state_path} is corrupt ({exc}); delete it to resend the whole spool "
                                 f"(the store ignores metrics it already has).") from None
+        if int(state.get("offset", 0)) > self.size():
+            state["offset"] = 0
+        return state
 
     def write_state(self, state: Mapping[str, Any]) -> None:
         atomic_write_text(self.state_path, json.dumps(state, indent=1))
 
-    def append(self, entries: list[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(e, default=str) + "\n" for e in entries).encode()
+    @staticmethod
+    def encode(entries: list[dict[str, Any]]) -> bytes:
+        return "".join(json.dumps(e, default=str) + "\n" for e in entries).encode()
+
+    def append(self, data: bytes) -> None:
+        """Append encoded entries (:meth:`encode`) in one ``write``."""
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, data)
@@ -76,8 +98,43 @@ class Spool:
         finally:
             os.close(fd)
 
+    def repair(self) -> int:
+        """Cut a torn last line (a process killed in the middle of a ``write``) so that the next
+        entry starts on a line of its own; returns the bytes cut. The torn entry was never
+        complete, so it was never sent."""
+        size = self.size()
+        if size == 0:
+            return 0
+        with open(self.path, "r+b") as f:
+            end = size
+            while end > 0:
+                start = max(0, end - 65536)
+                f.seek(start)
+                nl = f.read(end - start).rfind(b"\n")
+                if nl >= 0:
+                    end = start + nl + 1
+                    break
+                end = start
+            if end < size:
+                f.truncate(end)
+        return size - end
+
+    def keep_tail(self, offset: int) -> int:
+        """Replace the log by its bytes after ``offset`` (the sent part dropped), atomically;
+        returns the new size. The caller then writes offset 0 to the state: until it does, the
+        old offset lies past the new end, which :meth:`read_state` reads as 0."""
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            tail = f.read()
+        if len(tail) >= offset:
+            raise ValueError("keep_tail needs a sent part longer than the unsent one")
+        atomic_write_bytes(self.path, tail)
+        return len(tail)
+
     def pending(self, offset: int) -> list[tuple[int, dict[str, Any]]]:
-        """Complete entries after byte ``offset``, each with the offset just past it."""
+        """Complete entries after byte ``offset``, each with the offset just past it (a line that
+        is not JSON becomes a ``corrupt`` entry, skipped with a warning: it must not stop every
+        later entry)."""
         try:
             with open(self.path, "rb") as f:
                 f.seek(offset)
@@ -87,8 +144,13 @@ class Spool:
         out, pos = [], offset
         for line in chunk.split(b"\n")[:-1]:  # the piece after the last newline is incomplete
             pos += len(line) + 1
-            if line.strip():
+            if not line.strip():
+                continue
+            try:
                 out.append((pos, json.loads(line)))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                out.append((pos, {"t": "corrupt"}))  # sent as nothing: the offset moves past it
+                log.warning("skipping a corrupt line of %s at byte %d: %r", self.path, pos - len(line) - 1, line[:200])
         return out
 
 
@@ -121,7 +183,9 @@ def _batches(entries: list[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, s
 
 
 def _send(client: Any, state: dict[str, Any], kind: str, item: Any) -> None:
-    """One MLflow call for one batch or entry (creating the run of an offline spool first)."""
+    """One MLflow call for one batch or entry (creating the run of an offline spool first). A
+    local file or folder that is gone (sent and removed before a crash let the offset move) is
+    skipped with a warning."""
     run_id = state.get("run_id")
     if kind == "create":
         from .tracking import get_or_create_experiment
@@ -133,10 +197,34 @@ def _send(client: Any, state: dict[str, Any], kind: str, item: Any) -> None:
         for i in range(0, max(len(item["params"]), 1), 100):
             client.log_batch(run_id, metrics=item["metrics"] if i == 0 else [],
                              params=item["params"][i:i + 100], tags=item["tags"] if i == 0 else [])
-    elif kind == "artifact":
-        client.log_artifact(run_id, item["path"], item.get("artifact_path"))
+    elif kind in ("artifact", "artifacts"):
+        _send_files(client, run_id, item)
+    elif kind == "inputs":
+        client.log_inputs(run_id, datasets=_dataset_inputs(item["datasets"]))
     elif kind == "end":
         client.set_terminated(run_id, status=item["status"], end_time=item.get("time_ms"))
+
+
+def _send_files(client: Any, run_id: str, item: dict[str, Any]) -> None:
+    """An ``artifact`` (one file) or ``artifacts`` (a folder: removed once sent when it is the
+    spool's own copy, ``remove_after``)."""
+    path = Path(item["path"])
+    if not path.exists():
+        log.warning("%s is gone: not sent to MLflow run %s", path, run_id)
+    elif item["t"] == "artifact":
+        client.log_artifact(run_id, str(path), item.get("artifact_path"))
+    else:
+        client.log_artifacts(run_id, str(path), item.get("artifact_path"))
+        if item.get("remove_after"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _dataset_inputs(datasets: list[dict[str, Any]]) -> list[Any]:
+    """MLflow ``DatasetInput`` entities back from their ``to_dictionary()`` form."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    return [DatasetInput(Dataset(**d["dataset"]), tags=[InputTag(k, v) for k, v in d["tags"].items()])
+            for d in datasets]
 
 
 def flush_spool(spool: Spool, client: Any, state: dict[str, Any]) -> int:
@@ -188,9 +276,16 @@ class SpoolingTracker:
     """The :class:`rftbench.tracking.Tracker` interface over a :class:`Spool`: every call is
     appended to disk at once and sent by a background thread, so a slow or lost store never
     blocks training. Calls made before :meth:`attach` (the run directory is not known yet) wait
-    in memory. ``run_id`` is the MLflow run id, or a local ``offline-...`` id until synced."""
+    in memory. ``run_id`` is the MLflow run id, or a local ``offline-...`` id until synced.
 
-    def __init__(self, client: Any, run_id: str, uri: str, *, state: dict[str, Any], interval_s: float = 1.0):
+    The spool is bounded by ``max_bytes`` (``tracking.spool_max_mb``): once everything in it was
+    sent, the sent part is dropped (compaction); when it is full because the store is behind,
+    calls marked ``per_step`` (the ``train_step/*`` metrics and heartbeats) are dropped, with one
+    warning, until there is room again; epoch metrics, params, tags and artifacts are always kept.
+    The number dropped is recorded in the tag ``rftbench.spool_dropped``."""
+
+    def __init__(self, client: Any, run_id: str, uri: str, *, state: dict[str, Any], interval_s: float = 1.0,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
         self.client, self.run_id, self.uri, self.interval_s = client, run_id, uri, interval_s
         self._state, self._early = state, []
         self.spool: Optional[Spool] = None
@@ -198,6 +293,9 @@ class SpoolingTracker:
         self._thread: Optional[threading.Thread] = None
         self.down_since: Optional[float] = None
         self.last_error = ""
+        self.max_bytes, self.compact_at = int(max_bytes), min(int(max_bytes) // 4, COMPACT_AT)
+        self._lock = threading.Lock()  # appends (training thread) against compaction (flusher)
+        self._size, self.dropped, self._shedding = 0, 0, False
 
     # --------------------------------------------------------------- the Tracker interface
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -205,49 +303,92 @@ class SpoolingTracker:
 
         self._put({"t": "params", "items": {k: _param_str(v) for k, v in params.items()}})
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, *, per_step: bool = False) -> None:
         ts = int(time.time() * 1000)
         items = [[k, float(v), ts, step or 0] for k, v in metrics.items()
                  if v is not None and not (isinstance(v, float) and math.isnan(v))]
         if items:
-            self._put({"t": "metrics", "items": items})
+            self._put({"t": "metrics", "items": items}, per_step)
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._put({"t": "tags", "items": {k: str(v) for k, v in tags.items()}})
+    def set_tags(self, tags: Mapping[str, Any], *, per_step: bool = False) -> None:
+        self._put({"t": "tags", "items": {k: str(v) for k, v in tags.items()}}, per_step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._put({"t": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        """A folder: copied into the spool (``tracking-artifacts/``) at once, removed once sent."""
+        dest = self._own_path(artifact_path or Path(local_dir).name)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(local_dir, dest)
+        self._put({"t": "artifacts", "path": str(dest.resolve()), "artifact_path": artifact_path,
+                   "remove_after": True})
+
+    def log_inputs(self, datasets: list[Any]) -> None:
+        """MLflow ``DatasetInput`` entities (``mlflow.entities``), sent with ``log_inputs``."""
+        self._put({"t": "inputs", "datasets": [d.to_dictionary() for d in datasets]})
 
     def log_dict(self, obj: Any, name: str, artifact_path: str | None = None) -> None:
         self.log_text(json.dumps(obj, indent=2, default=str), name, artifact_path)
 
     def log_text(self, text: str, name: str, artifact_path: str | None = None) -> None:
-        if self.spool is None:
-            raise TrackingError("log_text before the run directory is known (SpoolingTracker.attach)")
-        p = self.spool.run_dir / ARTIFACT_DIR / (artifact_path or "") / name
+        p = self._own_path(Path(artifact_path or "") / name)
         atomic_write_text(p, text)
         self.log_artifact(p, artifact_path)
 
+    def _own_path(self, rel: str | Path) -> Path:
+        if self.spool is None:
+            raise TrackingError("an artifact logged before the run directory is known (SpoolingTracker.attach)")
+        return self.spool.run_dir / ARTIFACT_DIR / rel
+
     # --------------------------------------------------------------- spool and flusher
-    def _put(self, entry: dict[str, Any]) -> None:
+    def _put(self, entry: dict[str, Any], per_step: bool = False) -> None:
         if self.spool is None:
             self._early.append(entry)
-        else:
-            self.spool.append([entry])
+            return
+        data = Spool.encode([entry])
+        with self._lock:
+            if per_step and self._size + len(data) > self.max_bytes:
+                self._shed()
+                return
+            if self._shedding:  # room again: say how much is missing, on the run too
+                data = self._end_shedding() + data
+            self.spool.append(data)
+            self._size += len(data)
+
+    def _shed(self) -> None:
+        self.dropped += 1
+        if not self._shedding:
+            self._shedding = True
+            print(f"rftbench: the tracking spool {self.spool.path} is full (tracking.spool_max_mb = "
+                  f"{self.max_bytes / 2**20:g}) while the store {self.uri} is behind; per-step metrics and "
+                  f"heartbeats are dropped until it catches up (epoch metrics, params, tags and artifacts are "
+                  f"kept). Training continues.", file=sys.stderr, flush=True)
+
+    def _end_shedding(self) -> bytes:
+        self._shedding = False
+        print(f"rftbench: the tracking spool has room again; {self.dropped} per-step entries were dropped "
+              f"in all (tag rftbench.spool_dropped).", file=sys.stderr, flush=True)
+        return Spool.encode([{"t": "tags", "items": {DROPPED_TAG: str(self.dropped)}}])
 
     def attach(self, run_dir: str | Path) -> None:
-        """Spool into ``run_dir`` from now on (continuing a spool that is there) and start flushing."""
+        """Spool into ``run_dir`` from now on and start flushing. A spool already there (a killed
+        run resumed) is continued: its torn last line, if any, is cut first."""
         spool = Spool(run_dir)
         spool.run_dir.mkdir(parents=True, exist_ok=True)
         if spool.exists():
+            cut = spool.repair()
+            if cut:
+                log.warning("cut a torn last line (%d bytes) from %s", cut, spool.path)
             old = spool.read_state()
             self._state["offset"] = old.get("offset", 0)
             self._state["run_id"] = self._state.get("run_id") or old.get("run_id")
         spool.write_state(self._state)
-        self.spool = spool
+        self.spool, self._size = spool, spool.size()
         if self._early:
-            spool.append(self._early)
-            self._early = []
+            early, self._early = self._early, []
+            for e in early:
+                self._put(e)
         self._thread = threading.Thread(target=self._loop, name="rftbench-tracking-flush", daemon=True)
         self._thread.start()
 
@@ -266,7 +407,25 @@ class SpoolingTracker:
             print(f"rftbench: the tracking store {self.uri} answers again; the spool is synced "
                   f"(it was unreachable for {time.time() - self.down_since:.0f} s).", file=sys.stderr, flush=True)
             self.down_since = None
+        self._compact()
         return True
+
+    def _compact(self) -> None:
+        """Drop the sent part of the spool once it reaches ``compact_at`` bytes (and outweighs
+        the unsent part): the tail is rewritten atomically, then the state's offset set to 0."""
+        if int(self._state["offset"]) < self.compact_at:
+            return
+        with self._lock:
+            offset = int(self._state["offset"])
+            if self._size - offset >= offset:
+                return
+            try:
+                self._size = self.spool.keep_tail(offset)
+            except OSError as exc:  # e.g. a full disk: keep the spool as it is
+                log.warning("could not compact %s: %s", self.spool.path, exc)
+                return
+            self._state["offset"] = 0
+            self.spool.write_state(self._state)
 
     def _loop(self) -> None:
         delay = self.interval_s
@@ -361,10 +520,12 @@ def _create_or_reopen(client: Any, online: bool, experiment: str, run_name: str,
 @contextmanager
 def start_spooled_run(experiment: str, run_name: str, *, tags: Mapping[str, Any] | None = None,
                       uri: str | None = None, parent_run_id: str | None = None, run_id: str | None = None,
-                      offline_ok: bool = False, sync_wait_s: float = 30.0) -> Iterator[SpoolingTracker]:
+                      offline_ok: bool = False, sync_wait_s: float = 30.0,
+                      max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[SpoolingTracker]:
     """Like :func:`rftbench.tracking.start_run`, through a :class:`SpoolingTracker` (call its
     ``attach(run_dir)`` once the run directory is known). The run is tagged with host, pid and a
-    heartbeat when created; it ends FINISHED, FAILED or KILLED -- in the spool, sent with the rest."""
+    heartbeat when created; it ends FINISHED, FAILED or KILLED -- in the spool, sent with the rest.
+    ``max_bytes``: the spool's bound (see :class:`SpoolingTracker`)."""
     from .tracking import default_tracking_uri
 
     uri = uri or default_tracking_uri()
@@ -375,7 +536,7 @@ def start_spooled_run(experiment: str, run_name: str, *, tags: Mapping[str, Any]
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     rid, state = _create_or_reopen(client, online, experiment, run_name, all_tags, run_id)
-    tracker = SpoolingTracker(client, rid, uri, state=state)
+    tracker = SpoolingTracker(client, rid, uri, state=state, max_bytes=max_bytes)
     tracker._early = state.pop("early", [])
     try:
         yield tracker
@@ -389,6 +550,8 @@ def start_spooled_run(experiment: str, run_name: str, *, tags: Mapping[str, Any]
 
 
 def _end(tracker: SpoolingTracker, status: str, tags: dict[str, str], wait_s: float) -> None:
+    if tracker.dropped:
+        tags = {**tags, DROPPED_TAG: str(tracker.dropped)}
     try:
         if tags:
             tracker.set_tags(tags)

@@ -153,7 +153,8 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, *, per_step: bool = False) -> None:
+        """``per_step``: fine-grained metrics a bounded buffer may drop first (unused here)."""
         import time
 
         ts = int(time.time() * 1000)
@@ -162,11 +163,18 @@ class Tracker:
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i:i + 500])
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
+    def set_tags(self, tags: Mapping[str, Any], *, per_step: bool = False) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_inputs(self, datasets: list) -> None:
+        """MLflow ``DatasetInput`` entities."""
+        self.client.log_inputs(self.run_id, datasets=datasets)
 
     def log_dict(self, obj: Any, name: str, artifact_path: str | None = None) -> None:
         with tempfile.TemporaryDirectory() as d:

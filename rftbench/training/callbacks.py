@@ -18,8 +18,6 @@ A hook may raise to stop the run (an Optuna ``TrialPruned``, :class:`TrainingInt
 from __future__ import annotations
 
 import json
-import signal
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
@@ -80,7 +78,8 @@ class MlflowCallback(Callback):
 
     ``train_step/*`` window metrics at step = batches done, ``train/*`` and ``val/*`` epoch metrics
     at step = epoch; the process tags and a heartbeat (:mod:`rftbench.recovery`) at the start, on
-    every logging step and epoch end; ``rftbench.resumed_from`` on a resumed run.
+    every logging step and epoch end; ``rftbench.resumed_from`` on a resumed run. The per-step
+    calls are marked ``per_step`` (what a full tracking spool drops first).
     """
 
     def __init__(self, tracker: Any):
@@ -95,8 +94,9 @@ class MlflowCallback(Callback):
 
     def on_batch_end(self, trainer, batch):
         if batch.stats is not None:
-            self.tracker.log_metrics({f"train_step/{k}": v for k, v in batch.stats.items()}, step=batch.step)
-            self.tracker.set_tags(self._heartbeat())
+            self.tracker.log_metrics({f"train_step/{k}": v for k, v in batch.stats.items()}, step=batch.step,
+                                     per_step=True)
+            self.tracker.set_tags(self._heartbeat(), per_step=True)
 
     def on_epoch_end(self, trainer, epoch, metrics):
         self.tracker.log_metrics(metrics, step=epoch)
@@ -152,20 +152,22 @@ class SignalStop(Callback):
     second signal interrupts at once. Handlers are installed only in the main thread (where
     Python delivers signals) and restored when the run ends."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
     def __init__(self):
-        self.requested: Optional[str] = None
-        self._previous: dict[int, Any] = {}
+        from ..signals import StopRequest
 
-    def _handler(self, signum, frame):
-        if self.requested is not None:
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
-        self.requested = signal.Signals(signum).name
+        self._signals = StopRequest("training")
+
+    @property
+    def requested(self) -> Optional[str]:
+        """The name of the signal that asked to stop (None: none yet)."""
+        return self._signals.requested
+
+    @requested.setter
+    def requested(self, value: Optional[str]) -> None:
+        self._signals.requested = value
 
     def on_run_start(self, trainer):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        self._signals.install()
 
     def _stop(self, trainer, epoch: int, next_batch: int) -> None:
         if trainer.saved_at != (epoch, next_batch):
@@ -182,16 +184,11 @@ class SignalStop(Callback):
         if self.requested is not None:
             self._stop(trainer, epoch + 1, 0)
 
-    def _restore(self) -> None:
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-        self._previous = {}
-
     def on_run_end(self, trainer, result):
-        self._restore()
+        self._signals.restore()
 
     def on_exception(self, trainer, exc):
-        self._restore()
+        self._signals.restore()
 
 
 class PerEpochCallback(Callback):

@@ -23,6 +23,7 @@ from ..atomic import atomic_write
 from ..errors import CheckpointError
 
 STATE_FORMAT = 2
+STATE_FILE = "state.pt"  # in the run directory
 # Config keys that may change between a run and its resumption (they do not change the weights).
 RESUME_MAY_DIFFER = ("name", "experiment", "output_dir", "plugins", "eval.", "tracking.", "train.device", "train.progress",
                      "train.log_every", "train.checkpoint_every", "train.checkpoint_every_steps",

@@ -63,6 +63,23 @@ def test_training_state_and_model_saves_are_atomic_under_enospc(tmp_path, monkey
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def test_curve_png_and_evaluation_state_are_atomic_under_enospc(tmp_path, monkeypatch):
+    from rftbench.evalstate import read_state, write_state
+    from rftbench.plots import plot_robustness_curves
+
+    png = plot_robustness_curves({"m": ([0.0, 0.1], [0.9, 0.5])}, tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    write_state(tmp_path / "eval.state.json", {"k": 1}, [{"block": 0}], {})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(os, "fsync", _enospc)
+    with pytest.raises(DiskFullError, match="curve.png"):
+        plot_robustness_curves({"m": ([0.0, 0.1], [0.8, 0.4])}, tmp_path / "curve.png")
+    with pytest.raises(DiskFullError, match="eval.state.json"):
+        write_state(tmp_path / "eval.state.json", {"k": 1}, [{"block": 0}, {"block": 1}], {})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # previous files, no temporary
+    assert read_state(tmp_path / "eval.state.json", {"k": 1})[0] == [{"block": 0}]
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
     mnt = tmp_path / "small"

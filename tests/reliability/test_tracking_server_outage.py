@@ -3,57 +3,24 @@ history equals that of an undisturbed run; a run SIGKILLed right after it was cr
 training) carries its host/pid tags, so `runs mark-stale` finds it."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 from conftest import tiny_config
+from mlflow_server import Server, free_port
 
 from rftbench.training.callbacks import PerEpochCallback
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, root, port):
-        self.root, self.port, self.proc = root, port, None
-        self.uri = f"http://127.0.0.1:{port}"
-
-    def start(self):
-        cmd = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--backend-store-uri",
-               f"sqlite:///{self.root / 'server.db'}", "--artifacts-destination", str(self.root / "artifacts"),
-               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(self.uri + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("mlflow server did not start")
-
-    def kill(self):
-        os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its worker
-        self.proc.wait()
-
-
 @pytest.fixture
 def server(tmp_path):
-    srv = Server(tmp_path, _free_port())
+    srv = Server(tmp_path, free_port())
     srv.start()
     yield srv
-    if srv.proc.poll() is None:
-        srv.kill()
+    srv.stop()
 
 
 def _metrics(client, run_id):

@@ -152,13 +152,15 @@ def test_per_epoch_function_and_optuna_pruning(workdir, tmp_path):
 
 class FakeTracker:
     def __init__(self):
-        self.metrics, self.tags = [], {}
+        self.metrics, self.tags, self.per_step = [], {}, set()
 
-    def log_metrics(self, metrics, step=None):
+    def log_metrics(self, metrics, step=None, *, per_step=False):
         self.metrics.extend((k, step) for k in metrics)
+        self.per_step |= {k for k in metrics if per_step}
 
-    def set_tags(self, tags):
+    def set_tags(self, tags, *, per_step=False):
         self.tags.update(tags)
+        self.per_step |= {k for k in tags if per_step}
 
 
 def test_mlflow_callback_metric_names_steps_and_tags(workdir, tmp_path):
@@ -174,6 +176,8 @@ def test_mlflow_callback_metric_names_steps_and_tags(workdir, tmp_path):
         "train/loss", "train/eps", "train/acc_clean", "train/acc_adv", "train/lr", "train/lr_head",
         "train/images_per_s", "train/epoch_time_s", "val/acc_clean", "val/acc_pgd", "val/expected_robustness"}
     assert steps["train/loss"] == [0, 1] and steps["val/expected_robustness"] == [0, 1]
+    # what a full tracking spool may drop: the per-step window metrics and the heartbeat only
+    assert tracker.per_step == {k for k in steps if k.startswith("train_step/")} | {"rftbench.heartbeat"}
     assert int(tracker.tags["rftbench.pid"]) == os.getpid() and "rftbench.heartbeat" in tracker.tags
     assert "rftbench.resumed_from" not in tracker.tags
     MlflowCallback(tracker)  # importable and constructible on its own
@@ -187,3 +191,15 @@ def test_the_plain_path_needs_no_run_dir(workdir):
     assert not any(k.startswith("val/") for k in res.history[0]) and not res.model.training
     with pytest.raises(ConfigError, match="no run_dir"):
         trainer.save_state(1, 0)
+
+
+def test_stop_request_first_signal_asks_the_second_interrupts_and_handlers_come_back():
+    from rftbench.signals import StopRequest
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with StopRequest("work") as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt, match="second SIGINT: work stopped at once"):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

@@ -49,7 +49,6 @@ def test_two_gloo_ranks_match_one_process(workdir, embedded_cache):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="KNOWN BUG (NOTES.md, issue 15): after a SIGKILL and a resume through the tracking spool, the resumed run's rftbench.resumed_from tag does not reach MLflow; the resume itself works", strict=False)
 def test_ddp_run_resumes_after_sigkill_with_another_rank_count(workdir, embedded_cache):
     from rftbench.tracking import client_for
 
