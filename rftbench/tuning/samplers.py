@@ -98,6 +98,11 @@ PRUNERS.add("median", lambda epochs: optuna.pruners.MedianPruner(n_startup_trial
 PRUNERS.add("percentile", lambda epochs: optuna.pruners.PercentilePruner(33.0, n_startup_trials=2))
 PRUNERS.add("successive_halving", lambda epochs: optuna.pruners.SuccessiveHalvingPruner(
     min_resource=1, reduction_factor=3))
+# Hyperband on epochs: rungs at 1, 3, 9, ... epochs; floor(log3(epochs)) + 1 brackets (2 for 3-8
+# epochs), trials assigned to brackets by a hash of (study name, trial number); TPE then sees only
+# its bracket's trials. bootstrap_count stays 0: above 0 Optuna prunes the first trials at every
+# rung (the enqueued defaults among them) instead of holding them back. benchmarks/perf_tune.py
+# and NOTES.md say what this saves on a schedule search, and why not more.
 PRUNERS.add("hyperband", lambda epochs: optuna.pruners.HyperbandPruner(
     min_resource=1, max_resource=max(1, epochs), reduction_factor=3))
 # Wilcoxon pairs the trial's per-epoch values with the best trial's (epochs as instances)

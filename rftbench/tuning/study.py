@@ -24,8 +24,7 @@ from .objectives import StudyObjective, parse_objectives
 from .samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler, trial_seed
 from .space import SearchSpace, build_space
 
-ATTR_SPACE, ATTR_OBJECTIVES, ATTR_CONFIG, ATTR_PARENT = ("rftbench.space", "rftbench.objectives",
-                                                         "rftbench.config", "mlflow_parent_run_id")
+ATTR_SPACE, ATTR_OBJECTIVES, ATTR_CONFIG = "rftbench.space", "rftbench.objectives", "rftbench.config"
 
 
 @dataclass
@@ -128,9 +127,29 @@ def _check_identity(study: optuna.Study, space: SearchSpace, objectives: list[St
                         f"sections, or start a new --study name.")
 
 
+def _create_or_load(name: str, storage: Any, objectives: list[StudyObjective]) -> tuple[optuna.Study, bool]:
+    """The study, and whether this call created it (the storage's unique study name lets exactly
+    one caller create it, however many start at once)."""
+    try:
+        return optuna.create_study(study_name=name, storage=storage,
+                                   directions=[o.direction for o in objectives]), True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=name, storage=storage), False
+
+
+def _record_identity(study: optuna.Study, cfg: ExperimentConfig, space: SearchSpace,
+                     objectives: list[StudyObjective]) -> None:
+    study.set_user_attr(ATTR_SPACE, {"fingerprint": space.fingerprint(), "space": space.describe()})
+    study.set_user_attr(ATTR_OBJECTIVES, [o.name for o in objectives])
+    study.set_user_attr(ATTR_CONFIG, cfg.model_dump(mode="json"))
+
+
 def prepare_study(cfg: ExperimentConfig, options: TuneOptions) -> Prepared:
     """Create or open the study, check it is the same search, enqueue the defaults (new study
-    only), and find or create its one MLflow parent run. Safe to call from every worker."""
+    only), and create (the study's creator) or find its one MLflow parent run. Safe to call from
+    every worker at once (see :mod:`rftbench.tuning.mlflow_link`)."""
+    from .mlflow_link import create_parent, parent_of, wait_for_setup
+
     options.check()
     validate_names(cfg)
     space = build_space(cfg)
@@ -140,18 +159,18 @@ def prepare_study(cfg: ExperimentConfig, options: TuneOptions) -> Prepared:
     url = options.storage or default_storage()
     storage = open_storage(url)
     name = study_name_for(cfg, options)
-    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                directions=[o.direction for o in objectives])
-    _check_identity(study, space, objectives)
+    study, created = _create_or_load(name, storage, objectives)
+    if not created:
+        wait_for_setup(study)  # the creator records the identity, then the parent run
+        _check_identity(study, space, objectives)
     if ATTR_SPACE not in study.user_attrs:
-        study.set_user_attr(ATTR_SPACE, {"fingerprint": space.fingerprint(), "space": space.describe()})
-        study.set_user_attr(ATTR_OBJECTIVES, [o.name for o in objectives])
-        study.set_user_attr(ATTR_CONFIG, cfg.model_dump(mode="json"))
+        _record_identity(study, cfg, space, objectives)
     if options.enqueue_defaults and not study.trials:
         study.enqueue_trial(space.default_point(), user_attrs={"enqueued": "defaults"}, skip_if_exists=True)
-    from .mlflow_link import find_or_create_parent
-
-    parent = find_or_create_parent(study, cfg, url, options, space)
+    if created:
+        parent = create_parent(study, cfg, url, options, space)
+    else:
+        parent = parent_of(study, cfg, url, options, space)
     return Prepared(cfg, space, objectives, name, url, storage, parent, options.tracking_uri, options.visualize)
 
 
@@ -179,7 +198,11 @@ def run_tune_worker(cfg_or_path: ExperimentConfig | str | Path | dict, options: 
                               sampler=make_sampler(options.sampler, seed, prep.space, options.grid_points,
                                                    len(prep.objectives)),
                               pruner=make_pruner(options.pruner_name(), prep.cfg.train.epochs, len(prep.objectives)))
-    callbacks = [MaxTrialsCallback(options.max_trials, states=None)] if options.max_trials else []
+    from .mlflow_link import TrialRunCallback
+
+    callbacks = [TrialRunCallback(prep.tracking_uri, prep.objectives)]
+    if options.max_trials:
+        callbacks.append(MaxTrialsCallback(options.max_trials, states=None))
     mine: list[int] = []
     if options.max_trials is None or existing < options.max_trials:
         try:

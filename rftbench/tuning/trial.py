@@ -3,8 +3,10 @@
 The child run is tagged ``rftbench.kind=trial``, ``rftbench.split=val`` (a validation run:
 never on a test leaderboard, it evaluates nothing on test), ``optuna.study`` and
 ``optuna.trial``; the trial's user attribute ``mlflow_run_id`` points back at it, set as soon as
-the run starts, so pruned, failed and interrupted trials are linked too. The trainer reports the
-monitored validation metric every epoch (intermediate values for the pruner).
+the run starts, so pruned, failed and interrupted trials are linked too (the same id goes into the
+system attribute optuna-integration's ``MLflowCallback`` reads: it logs the trial's values,
+params and Optuna tags into this run when the trial ends, see :mod:`.mlflow_link`). The trainer
+reports the monitored validation metric every epoch (intermediate values for the pruner).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any, Callable
 import optuna
 
 from ..training import Callback, OptunaPruning
+from .mlflow_link import RUN_ID_SYSTEM_ATTR
 from .objectives import objective_values
 
 
@@ -27,6 +30,8 @@ class TrialLink(Callback):
             tracker = getattr(cb, "tracker", None)
             if tracker is not None:
                 self.trial.set_user_attr("mlflow_run_id", tracker.run_id)
+                # handed to MLflowCallback as its own track_in_mlflow does (optuna has no public setter)
+                self.trial.storage.set_trial_system_attr(self.trial._trial_id, RUN_ID_SYSTEM_ATTR, tracker.run_id)
                 return
 
     def on_epoch_end(self, trainer, epoch, metrics):
@@ -86,11 +91,6 @@ def make_objective(prep: Any, mine: list[int]) -> Callable[[optuna.Trial], Any]:
                                 callbacks=callbacks, extra_tags=tags, evaluate=False)
         values = objective_values(prep.objectives, result.train.history, result.train.attack_steps,
                                   result.train.total_steps, cfg.attack.steps)
-        from ..tracking import client_for
-
-        client = client_for(prep.tracking_uri)
-        for o, v in zip(prep.objectives, values):
-            client.log_metric(result.run_id, f"objective/{o.name}", v)
-        return values[0] if single else values
+        return values[0] if single else values  # logged as objective/<name> by MLflowCallback
 
     return objective

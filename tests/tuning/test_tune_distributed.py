@@ -127,3 +127,63 @@ def test_four_workers_lose_and_duplicate_no_trial(tmp_path, postgres_url, mlflow
     (parent,) = client.search_runs([exp.experiment_id], "tags.`rftbench.kind` = 'study'")
     assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parent.info.run_id}
     assert {r["parent_run_id"] for r in reports} == {parent.info.run_id}
+
+
+def _prepare_at_once(barrier, results, workdir: str, cfg: dict, options: dict) -> None:
+    """One worker process: wait for the others, then open the study (no trial). Creating an MLflow
+    run takes a second here, as on a busy tracking server: the window in which a second worker
+    could miss the first one's parent run is wide open."""
+    os.chdir(workdir)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(workdir) / 'mlflow.db'}"
+    from mlflow import MlflowClient
+
+    create_run = MlflowClient.create_run
+
+    def slow_create_run(self, *args, **kwargs):
+        time.sleep(1.0)
+        return create_run(self, *args, **kwargs)
+
+    MlflowClient.create_run = slow_create_run
+    from rftbench.config import parse_config
+    from rftbench.tuning import TuneOptions, prepare_study
+
+    cfg, options = parse_config(cfg, "race"), TuneOptions(**options)
+    barrier.wait(timeout=300)
+    results.put(prepare_study(cfg, options).parent_run_id)
+
+
+@pytest.mark.timeout(900)
+def test_workers_starting_at_once_create_one_parent_run(tmp_path, embedded_cache):
+    """Eight processes open a new study in the same instant: exactly one MLflow parent run is ever
+    created (none created and deleted), and all of them and the study record that one."""
+    import multiprocessing as mp
+
+    import optuna
+    from mlflow.entities import ViewType
+
+    from rftbench.tracking import client_for, get_or_create_experiment
+
+    n = 8
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = client_for(uri)  # the store exists, as a tracking server would
+    exp_id = get_or_create_experiment(client, "race")
+    cfg = tiny_config(experiment="race", schedule={"name": "epsilon_scheduling", "params": {}})
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.storages.RDBStorage(storage)  # its schema too
+    options = {"study": "race", "storage": storage, "sampler": "random", "pruner": "none", "enqueue_defaults": True}
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_prepare_at_once, args=(barrier, results, str(tmp_path),
+                                                        cfg.model_dump(mode="json"), options)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    parents = [results.get(timeout=600) for _ in range(n)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    runs = client.search_runs([exp_id], "tags.`rftbench.kind` = 'study' and tags.`optuna.study` = 'race'",
+                              run_view_type=ViewType.ALL)
+    assert [r.info.run_id for r in runs] == [parents[0]] and set(parents) == {parents[0]}
+    study = optuna.load_study(study_name="race", storage=storage)
+    assert study.user_attrs["mlflow_parent_run_id"] == parents[0]
+    assert len(study.trials) == 1  # the defaults were enqueued once

@@ -65,5 +65,6 @@ def test_each_pruner_sees_per_epoch_values(store, pruner):
         assert len(t.intermediate_values) == t.user_attrs["epochs_trained"]
         run = client.get_run(t.user_attrs["mlflow_run_id"])  # pruned ones are linked too
         assert run.info.status == ("KILLED" if t.state == TrialState.PRUNED else "FINISHED")
+        assert run.data.tags["state"] == t.state.name  # MLflowCallback's record, in the same run
         if t.state == TrialState.PRUNED:
             assert t.user_attrs["epochs_trained"] < 2 and "rftbench.pruned" in run.data.tags

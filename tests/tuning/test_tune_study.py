@@ -2,6 +2,7 @@
 resumes, enqueued defaults, the trial cap, show, identity checks, Ctrl-C, several objectives,
 a conditional space and retraining the winner."""
 import json
+import os
 
 import optuna
 import pytest
@@ -59,6 +60,10 @@ def test_study_links_trials_resumes_under_one_parent_and_caps_trials(store):
         assert run.data.tags["rftbench.split"] == "val" and run.data.tags["rftbench.kind"] == "trial"
         assert float(run.data.params["schedule.params.start"]) == t.user_attrs["schedule_params"]["start"]
         assert run.data.metrics["objective/val_er"] == t.value == run.data.metrics["val/expected_robustness"]
+        # what optuna-integration's MLflowCallback adds to the same run (its name kept)
+        assert run.data.tags["number"] == str(t.number) and run.data.tags["state"] == "COMPLETE"
+        assert run.data.tags["mlflow_run_id"] == run.info.run_id and run.info.run_name == f"tiny-trial{t.number}"
+        assert run.data.params["start"] == str(t.params["start"]) and run.info.status == "FINISHED"
         assert not any(k.startswith("eval/") for k in run.data.metrics)  # never on a test leaderboard
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")}
     for fig in ("optimization_history", "param_importances", "parallel_coordinate", "contour"):
@@ -67,7 +72,14 @@ def test_study_links_trials_resumes_under_one_parent_and_caps_trials(store):
 
 
 def test_show_prints_best_importances_and_states(store, capsys):
-    tune(_cfg(), _opts(store, "shown", trials=3, visualize=False))
+    import mlflow
+
+    other = f"sqlite:///{store / 'other-mlflow.db'}"
+    env = os.environ["MLFLOW_TRACKING_URI"]
+    res = tune(_cfg(), _opts(store, "shown", trials=3, visualize=False, tracking_uri=other))
+    # the trial runs went to the store asked for, and MLflow's process-wide URI is what it was
+    assert client_for(other).get_run(res.trials[0]["mlflow_run_id"]).data.tags["number"] == "0"
+    assert os.environ["MLFLOW_TRACKING_URI"] == env == mlflow.get_tracking_uri()
     assert main(["tune", "show", "shown", "--storage", f"sqlite:///{store / 'optuna.db'}", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     study = optuna.load_study(study_name="shown", storage=f"sqlite:///{store / 'optuna.db'}")
@@ -169,3 +181,21 @@ def test_best_retrains_on_train_and_val_and_evaluates_on_test(store, capsys):
     assert run.data.tags["optuna.trial"] == str(study.best_trial.number)
     assert "eval/acc_autoattack" in run.data.metrics
     assert float(run.data.params["schedule.params.start"]) == study.best_trial.user_attrs["schedule_params"]["start"]
+
+
+def test_a_study_without_a_recorded_parent_gets_one(store, monkeypatch):
+    """Made by plain Optuna (no creator recorded a parent run): after a short wait the first
+    worker gives it one, later ones find it; another MLflow store gets its own."""
+    from rftbench.tuning import mlflow_link, prepare_study
+
+    monkeypatch.setattr(mlflow_link, "PARENT_WAIT_S", 0.5)
+    storage = f"sqlite:///{store / 'optuna.db'}"
+    optuna.create_study(study_name="plain", storage=storage, direction="maximize")
+    first = prepare_study(_cfg(), _opts(store, "plain")).parent_run_id
+    assert prepare_study(_cfg(), _opts(store, "plain")).parent_run_id == first
+    (parent,) = _study_parents(client_for(), "plain")
+    assert parent.info.run_id == first
+    assert optuna.load_study(study_name="plain", storage=storage).user_attrs["rftbench.space"]["space"]
+    other = f"sqlite:///{store / 'elsewhere.db'}"
+    moved = prepare_study(_cfg(), _opts(store, "plain", tracking_uri=other)).parent_run_id
+    assert moved != first and client_for(other).get_run(moved).data.tags["optuna.study"] == "plain"
