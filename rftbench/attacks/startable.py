@@ -1,4 +1,4 @@
-"""torchattacks' PGD and APGD loops started from a caller-given point, and per-sample seeded
+"""torchattacks' PGD, TPGD and APGD loops started from a caller-given point, and per-sample seeded
 random starts for them.
 
 Why: a random start drawn for a whole batch depends on which samples share the batch, so the
@@ -6,6 +6,9 @@ pruned sweep (which attacks only survivors) would see other starts than a naive 
 Seeding each sample's start from (seed, sample index, eps, restart) makes a sample's result
 depend on nothing but itself. torchattacks' APGD also re-seeds the global RNG and draws its
 start for the whole batch: :class:`StartableAPGD` runs the same loop from a given start.
+Training under DDP uses the same loops the other way round: ``draw_start`` draws the start
+torchattacks would draw for the whole global batch (from the global RNG) and each rank runs
+its rows of it (:class:`rftbench.attacks.TrainAttack`).
 
 Every eps is in [0,1] pixel units (the L2 radius in the same units for L2). Images are
 (N, C, H, W) floats in [0,1]; labels are int64 (N,); a start ``init_delta`` is (N, C, H, W).
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 import torchattacks
 from torch import nn
+from torch.nn import functional as F
 
 from .norms import Norm
 
@@ -100,9 +104,10 @@ class _StartableMixin:
     """The PGD loop of torchattacks (``PGD.forward`` / ``PGDL2.forward``) with an optional start
     ``init_delta`` (N,C,H,W) or a caller-given first gradient ``first_grad`` (the gradient of the
     mean cross-entropy at the clean images, which is the same for every eps, so a sweep computes
-    it once per sample instead of once per eps). Subclasses supply one norm's ``_step``.
+    it once per sample instead of once per eps). Subclasses supply one norm's ``_step`` (and
+    ``_cost``, what is ascended, where it is not the cross-entropy).
 
-    Without either it is torchattacks' attack unchanged (``random_start=False``).
+    Without either it is torchattacks' attack unchanged (with its own random start where it has one).
     """
 
     def forward(self, images, labels, init_delta: torch.Tensor | None = None,
@@ -110,27 +115,43 @@ class _StartableMixin:
         if init_delta is None and first_grad is None:
             return super().forward(images, labels)
         images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
+        labels = labels if labels is None else labels.clone().detach().to(self.device)
+        cost = self._cost(images, labels)
         start = images if init_delta is None else images + init_delta.to(self.device)
         adv = torch.clamp(start, 0, 1).detach()
-        loss = nn.CrossEntropyLoss()
         for step in range(self.steps):
             if step == 0 and first_grad is not None and init_delta is None:
                 grad = first_grad.to(self.device)
             else:
                 adv.requires_grad = True
-                grad = torch.autograd.grad(loss(self.get_logits(adv), labels), adv)[0]
+                grad = torch.autograd.grad(cost(self.get_logits(adv)), adv)[0]
             adv = self._step(adv.detach(), grad, images)
         return adv
+
+    def _cost(self, images: torch.Tensor, labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What the attack ascends, as a function of the logits: the mean cross-entropy."""
+        loss = nn.CrossEntropyLoss()
+        return lambda logits: loss(logits, labels)
+
+
+def _linf_step(adv: torch.Tensor, grad: torch.Tensor, images: torch.Tensor, alpha: float,
+               eps: float) -> torch.Tensor:
+    """torchattacks' Linf PGD step: ``alpha`` along the gradient's sign, back into the eps-ball and [0,1]."""
+    adv = adv + alpha * grad.sign()
+    delta = torch.clamp(adv - images, min=-eps, max=eps)
+    return torch.clamp(images + delta, min=0, max=1).detach()
 
 
 class StartablePGD(_StartableMixin, torchattacks.PGD):
     """torchattacks' Linf PGD with ``init_delta`` and ``first_grad`` (see :class:`_StartableMixin`)."""
 
     def _step(self, adv: torch.Tensor, grad: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        adv = adv + self.alpha * grad.sign()
-        delta = torch.clamp(adv - images, min=-self.eps, max=self.eps)
-        return torch.clamp(images + delta, min=0, max=1).detach()
+        return _linf_step(adv, grad, images, self.alpha, self.eps)
+
+    def draw_start(self, like: torch.Tensor) -> torch.Tensor | None:
+        """The random start ``PGD.forward`` draws (from the global RNG) for a batch shaped and laid
+        out like ``like`` (overwritten): uniform in [-eps, eps]; None without ``random_start``."""
+        return like.uniform_(-self.eps, self.eps) if self.random_start else None
 
 
 class StartablePGDL2(_StartableMixin, torchattacks.PGDL2):
@@ -143,6 +164,34 @@ class StartablePGDL2(_StartableMixin, torchattacks.PGDL2):
         delta = adv - images
         factor = torch.clamp(self.eps / delta.view(n, -1).norm(p=2, dim=1), max=1.0)
         return torch.clamp(images + delta * factor.view(-1, 1, 1, 1), min=0, max=1).detach()
+
+    def draw_start(self, like: torch.Tensor) -> torch.Tensor | None:
+        """The random start ``PGDL2.forward`` draws for a batch like ``like`` (overwritten): a
+        normal direction scaled to a radius uniform in [0, eps]; None without ``random_start``."""
+        if not self.random_start:
+            return None
+        delta = like.normal_()
+        n = delta.view(len(delta), -1).norm(p=2, dim=1).view(len(delta), 1, 1, 1)
+        r = torch.zeros_like(n).uniform_(0, 1)
+        delta *= r / n * self.eps
+        return delta
+
+
+class StartableTPGD(_StartableMixin, torchattacks.TPGD):
+    """torchattacks' TPGD (the TRADES attack: Linf PGD on the KL divergence from the clean
+    prediction) with ``init_delta`` (see :class:`_StartableMixin`)."""
+
+    def _cost(self, images: torch.Tensor, labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        p_clean = F.softmax(self.get_logits(images).detach(), dim=1)
+        kl = nn.KLDivLoss(reduction="sum")
+        return lambda logits: kl(F.log_softmax(logits, dim=1), p_clean)
+
+    def _step(self, adv: torch.Tensor, grad: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return _linf_step(adv, grad, images, self.alpha, self.eps)
+
+    def draw_start(self, like: torch.Tensor) -> torch.Tensor:
+        """The start ``TPGD.forward`` draws for a batch like ``like`` (overwritten): 0.001 * N(0, 1)."""
+        return 0.001 * like.normal_()
 
 
 def make_pgd(model: nn.Module, norm: Norm, eps: float, steps: int, step_ratio: float) -> torchattacks.Attack:
@@ -297,6 +346,16 @@ class StartableAPGD(torchattacks.APGD):
             s.grad[where] = s.grad_best[where].clone()
         s.counter = 0
         s.k = max(s.k - max(int(0.03 * self.steps), 1), max(int(0.06 * self.steps), 1))
+
+    def best_loss_from(self, x: torch.Tensor, y: torch.Tensor, init_delta: torch.Tensor) -> torch.Tensor:
+        """``APGD.perturb(x, y, best_loss=True)`` with one restart, from ``x + init_delta``: every
+        sample's highest-loss iterate (the clean image where the loss was never finite)."""
+        with torch.no_grad():
+            self.get_logits(x)  # perturb's first forward (it counts for BatchNorm in training mode)
+        s = self._init_state(x, y, init_delta)
+        for i in range(self.steps):
+            self._iterate(x, y, s, i)
+        return torch.where((s.loss_best > -float("inf")).view(-1, 1, 1, 1), s.x_best, x).detach()
 
     def run_from(self, x: torch.Tensor, y: torch.Tensor, init_delta: torch.Tensor,
                  stop_when_fooled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,7 @@
 """The training attack: torchattacks PGD / PGD-L2 / APGD / TPGD behind TrainAttack."""
 import pytest
 import torch
+import torchattacks
 from torch import nn
 
 from rftbench.attacks import TrainAttack
@@ -39,7 +40,7 @@ def test_pgd_l2_uses_the_l2_ball():
     adv = atk(x, y)
     norms = (adv - x).flatten(1).norm(dim=1)
     assert norms.max() <= 0.5 + 1e-4 and norms.max() > 0.1
-    assert type(atk.attack).__name__ == "PGDL2"
+    assert isinstance(atk.attack, torchattacks.PGDL2)
 
 
 def test_trades_attack_is_linf_only():
@@ -91,3 +92,35 @@ def test_per_module_modes_are_restored_after_crafting():
     atk.set_eps(0.1)
     atk(*_batch())
     assert [m.training for m in model] == [False, False, False, False, True] and not model.training
+
+
+# torchattacks' PGDL2 cannot run channels-last (it calls .view on the batch), and it adds 1e-10 to
+# the norm of the mean loss's gradient, which scales with 1 / batch size: one float32 ulp moves.
+SLICE_CASES = [("pgd", "Linf", 0.1, False, 0), ("pgd", "Linf", 0.1, True, 0), ("pgd", "L2", 0.5, False, 3e-7),
+               ("apgd", "Linf", 0.1, False, 0), ("apgd", "Linf", 0.1, True, 0), ("apgd", "L2", 0.5, True, 0),
+               ("trades_kl", "Linf", 0.1, False, 0), ("trades_kl", "Linf", 0.1, True, 0)]
+
+
+@pytest.mark.parametrize("name,norm,eps,channels_last,atol", SLICE_CASES)
+def test_rank_slices_attack_from_the_one_process_start(name, norm, eps, channels_last, atol):
+    """DDP: each rank attacks its rows of the global batch (``rows=``) from the random start one
+    process would draw for the whole batch, and leaves the RNG where that process leaves it; so
+    the slices, put together, are torchattacks' own attack on the whole batch (reseeded here as
+    every rank shares the training RNG's state)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    x, y = torch.rand(13, 3, 8, 8), torch.randint(0, 3, (13,))
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    atk = TrainAttack(model, name, norm, steps=3, step_ratio=0.4)
+    atk.set_eps(eps)
+    torch.manual_seed(5)
+    whole, after = atk(x, y), torch.rand(3)
+    parts = []
+    for lo, hi in ((0, 6), (6, 13)):  # two ranks' slices (uneven, as for an odd global batch)
+        torch.manual_seed(5)
+        parts.append(atk(x[lo:hi], y[lo:hi], rows=(lo, 13)))
+        assert torch.equal(torch.rand(3), after)
+    assert torch.allclose(torch.cat(parts), whole, rtol=0, atol=atol)
+    torch.manual_seed(5)
+    assert not torch.allclose(atk(x[6:], y[6:]), whole[6:])  # each rank drawing for itself would differ
