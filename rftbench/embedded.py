@@ -123,4 +123,5 @@ def _pretrain(model_name: str, *, epochs: int, seed: int):
     empty = TensorDataset(x[:0], y[:0])
     splits = Splits(TensorDataset(x, y), empty, empty, len(SOURCE_CLASSES), [str(k) for k in SOURCE_CLASSES])
     task = Task(model=model, splits=splits, device=torch.device("cpu"), spec=entry.spec)
-    return Trainer(cfg, task, validate=False).run().model  # run() leaves the model in eval mode
+    # alone even on a torchrun rank: whichever rank holds the lock pretrains, the others wait
+    return Trainer(cfg, task, validate=False, distributed=False).run().model  # run() leaves the model in eval mode

@@ -68,15 +68,15 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
     check_tracking_uri(tracking_uri or default_tracking_uri())
     check_store(tracking_uri or default_tracking_uri(), offline_ok=cfg.tracking.offline_ok)
 
-    from .training.distributed import init_distributed
+    from .training.distributed import announce_run, init_distributed, send_to_ranks
 
-    dist = init_distributed(cfg.train.device)
-    if dist.active:
+    dist_info = init_distributed(cfg.train.device)
+    if dist_info.active:
         from .recovery import exit_with_launcher
 
         exit_with_launcher()  # a rank never outlives a killed torchrun
-    if not dist.is_main:  # torchrun: ranks > 0 train, rank 0 records
-        return _train_follower(cfg, resume_run_id, run_dir, tracking_uri, callbacks)
+    if not dist_info.is_main:  # torchrun: ranks > 0 train, rank 0 records
+        return _train_follower(cfg, resume_run_id is not None, callbacks)
     if resume_run_id is not None:
         run_dir = _resumable_run_dir(resume_run_id, run_dir, tracking_uri)
     task = build_task(cfg)
@@ -91,6 +91,9 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
         rdir = run_dir_for(cfg, tracker.run_id, run_dir)
         rdir.mkdir(parents=True, exist_ok=True)
         tracker.attach(rdir)
+        announce_run(tracker.run_id)  # to `rftbench train --nproc`, which ends it should rank 0 die
+        if dist_info.active:
+            send_to_ranks(str(rdir))  # where every rank finds the state it resumes from
         if resume_run_id is None:
             _log_run_inputs(tracker, cfg, task, rdir)
         result = train(cfg, run_dir=rdir, task=task, tracker=tracker, resume=resume_run_id is not None,
@@ -134,20 +137,18 @@ def _resumable_run_dir(run_id: str, run_dir: str | Path | None, uri: str | None)
     return run_dir
 
 
-def _train_follower(cfg: ExperimentConfig, resume_run_id: str | None, run_dir: str | Path | None,
-                    tracking_uri: str | None, callbacks: Iterable[Callback]) -> ExperimentResult:
-    """A rank > 0 of a torchrun job: the same training, nothing logged or written (rank 0's
-    checkpoint in the run's directory is read on resume)."""
-    import tempfile
+def _train_follower(cfg: ExperimentConfig, resume: bool, callbacks: Iterable[Callback]) -> ExperimentResult:
+    """A rank > 0 of a torchrun job: the same training, nothing logged or written. Its run
+    directory is rank 0's (sent once rank 0 knows it), so on resume every rank reads the same
+    ``state.pt`` (across machines the directory must be on a shared file system)."""
+    from .training.distributed import RankLost, receive_from_main
 
-    if resume_run_id is not None and run_dir is None:
-        from .recovery import run_dir_of
-        from .tracking import client_for
-
-        run_dir = run_dir_of(client_for(tracking_uri).get_run(resume_run_id))
     task = build_task(cfg)
-    rdir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="rftbench-rank-"))
-    result = train(cfg, run_dir=rdir, task=task, resume=resume_run_id is not None, callbacks=callbacks)
+    try:
+        rdir = Path(receive_from_main())
+    except RuntimeError as exc:
+        raise RankLost("rank 0 stopped before training started; its output says why") from exc
+    result = train(cfg, run_dir=rdir, task=task, resume=resume, callbacks=callbacks)
     return ExperimentResult("", result, None, rdir)
 
 

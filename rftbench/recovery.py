@@ -111,15 +111,20 @@ def find_stale_runs(experiment: str, *, uri: str | None = None, older_than_s: fl
 def mark_stale_runs(experiment: str, *, uri: str | None = None, older_than_s: float = 3600.0,
                     dry_run: bool = False) -> list[StaleRun]:
     """End every stale run of ``experiment`` as KILLED (at its last heartbeat); return them."""
-    client = client_for(uri)
     stale = find_stale_runs(experiment, uri=uri, older_than_s=older_than_s)
     if not dry_run:
         for s in stale:
-            client.set_tag(s.run_id, "rftbench.error", f"stale RUNNING run: {s.reason}. "
-                           f"Resume it with `rftbench train CONFIG --resume {s.run_id}`.")
-            end_ms = int((time.time() - s.heartbeat_age_s) * 1000)
-            client.set_terminated(s.run_id, status="KILLED", end_time=end_ms)
+            end_killed(s.run_id, f"stale RUNNING run: {s.reason}", uri=uri,
+                       end_ms=int((time.time() - s.heartbeat_age_s) * 1000))
     return stale
+
+
+def end_killed(run_id: str, reason: str, *, uri: str | None = None, end_ms: int | None = None) -> None:
+    """End run ``run_id`` KILLED (at ``end_ms``, unix milliseconds; default now) with an
+    ``rftbench.error`` tag: ``reason`` and how to resume it."""
+    client = client_for(uri)
+    client.set_tag(run_id, "rftbench.error", f"{reason}. Resume it with `rftbench train CONFIG --resume {run_id}`.")
+    client.set_terminated(run_id, status="KILLED", end_time=end_ms)
 
 
 def stale_runs_to_json(stale: list[StaleRun]) -> list[dict[str, Any]]:

@@ -47,9 +47,11 @@ def cmd_demo(args) -> int:
 
 
 def _torchrun(args) -> int:
-    """``rftbench train CONFIG --nproc N``: the same command under ``torchrun`` with N processes."""
-    import subprocess
+    """``rftbench train CONFIG --nproc N``: the same command under torchrun's launcher with N
+    processes (:mod:`rftbench.launch.torchrun`: a run whose rank 0 died ends KILLED)."""
     import sys
+
+    from ..launch.torchrun import run_nproc
 
     argv, skip = [], False
     for a in sys.argv[1:]:
@@ -59,9 +61,7 @@ def _torchrun(args) -> int:
             skip = True
         elif not a.startswith("--nproc="):
             argv.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-           "-m", "rftbench", *argv]
-    return subprocess.run(cmd).returncode
+    return run_nproc(args.nproc, argv)
 
 
 def cmd_train(args) -> int:
@@ -174,8 +174,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", metavar="MLFLOW_RUN_ID", help="resume that run from its last checkpoint")
     t.add_argument("--run-dir", help="where checkpoints go (default output_dir/<run id>)")
     t.add_argument("--no-eval", action="store_true")
-    t.add_argument("--nproc", type=int, metavar="N", help="train on N processes with DDP (starts torchrun; "
-                   "one per GPU, or gloo on CPU)")
+    t.add_argument("--nproc", type=int, metavar="N", help="train on N processes with DDP (torchrun's launcher "
+                   "in this process; one per GPU, or gloo on CPU)")
     add_json_flag(t)
     t.set_defaults(func=cmd_train)
 

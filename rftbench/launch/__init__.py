@@ -13,6 +13,9 @@ error that stopped it (an exception, a killed worker). One failing call never st
 - ``ray``: Ray tasks with ``cpus_per_run`` / ``gpus_per_run`` resources on the cluster at
   ``ray_address`` (``pip install 'rftbench[ray]'``); no address: a local ``ray.init()``.
 
+``rftbench train --nproc N`` is not a launcher in this sense: it runs one run on N processes
+through torchrun's own launcher (:mod:`.torchrun`).
+
 ``rftbench sweep --launcher`` uses them for grid points (:mod:`rftbench.gridrun`); ``rftbench
 tune --workers N`` starts its Optuna workers through ``local``, and any launcher takes them the
 same way: ``launch(run_tune_worker, [(config, options, i) for i in range(n)],

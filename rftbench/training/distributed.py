@@ -1,29 +1,54 @@
 """Several devices for one run: torch DistributedDataParallel, started by ``torchrun``.
 
 ``torchrun --nproc_per_node N -m rftbench train CONFIG`` (or ``rftbench train CONFIG --nproc N``,
-which starts torchrun) runs N ranks; :func:`init_distributed` joins them (NCCL on GPUs, gloo on
+which runs torchrun's launcher in its own process) runs N ranks; :func:`init_distributed` joins them (NCCL on GPUs, gloo on
 CPU). The data order stays a function of (seed, epoch): every global batch of the
 single-process run (``data.batch_size`` samples) is cut into N contiguous slices, one per rank
-(:class:`ShardedBatchSampler`), so the ranks together see exactly the batches one process would,
-and DDP's gradient average is the single-process gradient. Each rank attacks its own slice.
+(:class:`ShardedBatchSampler`), so the ranks together see exactly the batches one process would;
+each rank's loss is weighted by its share of the global batch (:func:`loss_share`: slices differ
+by one sample when the batch does not divide), so DDP's gradient average is the single-process
+gradient. Each rank attacks its own slice, from its rows of the random start one process would
+draw for the whole batch (:class:`rftbench.attacks.TrainAttack`, ``rows=``): every rank keeps
+the training RNG exactly where one process would.
 BatchNorm as ``train.batchnorm`` says: ``local``, per-rank statistics (the default); ``sync`` converts it to
 SyncBatchNorm (then the statistics are those of the global batch; GPUs only), and
 ``frozen`` keeps BatchNorm in eval mode (same numbers with any number of ranks). Only rank 0 logs to MLflow
-and writes checkpoints; the state holds the position in global batches, so a run resumes with
-any number of ranks. A SIGTERM on any rank stops every rank at the next optimizer step
-(:class:`DistributedSignalStop`); a rank that dies makes torchrun stop the others.
+and writes checkpoints, in a run directory it sends the other ranks (:func:`send_to_ranks`);
+the state holds the position in global batches, so a run resumes with any number of ranks.
+A SIGTERM on any rank stops every rank at the next optimizer step (:class:`DistributedSignalStop`); a non-finite loss on any rank stops every rank at the same
+step (:func:`earliest_bad`).
+
+A rank that dies (SIGKILL, the OOM killer): torchrun stops the others. A surviving rank whose
+training then fails because that peer is gone raises :class:`RankLost` (a KeyboardInterrupt,
+so rank 0 ends the MLflow run KILLED, not FAILED; peers on this host are checked by pid). If
+rank 0 itself dies, or is stopped before it could end the run, the run is left RUNNING; under
+``rftbench train --nproc N`` the launching process ends it KILLED (it learns the run id from the
+file named by ``RFTBENCH_RUN_ID_FILE``, see :func:`announce_run` and
+:mod:`rftbench.launch.torchrun`); under a bare ``torchrun`` it stays RUNNING until
+``rftbench runs mark-stale`` or the next ``rftbench sweep`` finds its process gone. A rank whose
+launcher is gone SIGKILLs itself (:func:`rftbench.recovery.exit_with_launcher`).
 With one process nothing here runs: the single-process path is unchanged.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
 
 from .callbacks import SignalStop
+
+RUN_ID_FILE_ENV = "RFTBENCH_RUN_ID_FILE"
+_peers: list[dict[str, Any]] = []  # every rank's process tags (host, pid, start), gathered at init
+
+
+class RankLost(KeyboardInterrupt):
+    """Another rank of this DDP job stopped (it was killed, or failed: its own output says why),
+    so this one stopped too. A KeyboardInterrupt, so that the MLflow run ends KILLED (resumable
+    with ``rftbench train CONFIG --resume RUN_ID``), not FAILED."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +89,54 @@ def init_distributed(device_name: str) -> DistInfo:
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend="nccl" if cuda else "gloo")
+    from ..recovery import process_tags
+
+    _peers[:] = [{}] * dist.get_world_size()
+    dist.all_gather_object(_peers, process_tags())
     return current()
+
+
+def lost_peers() -> list[str]:
+    """The other ranks of this job on this host whose process is gone (e.g. "rank 1 (pid 4242)");
+    ranks on other hosts cannot be checked and are never listed."""
+    from ..recovery import HOST_TAG, PID_TAG, START_TAG, process_state
+
+    me = current().rank
+    return [f"rank {r} (pid {t[PID_TAG]})" for r, t in enumerate(_peers)
+            if r != me and t and process_state(t[HOST_TAG], int(t[PID_TAG]), str(t[START_TAG])) == "dead"]
+
+
+def send_to_ranks(value: Any) -> None:
+    """Rank 0: send a picklable ``value`` to every other rank (:func:`receive_from_main`)."""
+    dist.broadcast_object_list([value], src=0)
+
+
+def receive_from_main() -> Any:
+    """Rank > 0: the value rank 0 sent with :func:`send_to_ranks`."""
+    box = [None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def announce_run(run_id: str) -> None:
+    """Write ``run_id`` to the file named by ``RFTBENCH_RUN_ID_FILE``, if set (by ``rftbench
+    train --nproc``, whose process then ends the run KILLED should rank 0 die before it could)."""
+    path = os.environ.get(RUN_ID_FILE_ENV)
+    if path:
+        from ..atomic import atomic_write_text
+
+        atomic_write_text(Path(path), run_id)
+
+
+def rank_rows(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of a global batch of ``n`` samples that rank ``rank`` of ``world`` trains on."""
+    return rank * n // world, (rank + 1) * n // world
+
+
+def loss_share(n_local: int, n_global: int, world: int) -> float:
+    """The factor on a rank's mean loss that makes DDP's gradient (the average over ranks) the
+    gradient of the mean over the global batch: ``world * n_local / n_global`` (1 for equal slices)."""
+    return world * n_local / n_global
 
 
 class ShardedBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -86,9 +158,8 @@ class ShardedBatchSampler(torch.utils.data.Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         order, bs = self.sampler.order(), self.plan.batch_size
         for k in range(self.first_batch, self.plan.steps_per_epoch):
-            chunk = order[k * bs:k * bs + self.plan.size_of(k)]
-            n = len(chunk)
-            yield chunk[self.rank * n // self.world:(self.rank + 1) * n // self.world]
+            lo, hi = rank_rows(self.plan.size_of(k), self.rank, self.world)
+            yield order[k * bs + lo:k * bs + hi]
 
     def __len__(self) -> int:
         return self.plan.steps_per_epoch - self.first_batch
@@ -125,6 +196,17 @@ def reduce_meter(meter: Any) -> None:
     meter.eps_sum = float(both[6])
 
 
+def earliest_bad(bad: Optional[tuple[int, float]]) -> Optional[tuple[int, float]]:
+    """The earliest (step, loss) of a non-finite loss over all ranks (``bad``: this rank's, or
+    None), so that every rank stops at the same step with the same message (one all-gather)."""
+    mine = torch.tensor([-1.0 if bad is None else float(bad[0]), 0.0 if bad is None else bad[1]],
+                        dtype=torch.float64, device=_device())
+    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    found = [(int(t[0]), float(t[1])) for t in (e.cpu() for e in every) if t[0] >= 0]
+    return min(found) if found else None
+
+
 def any_rank(flag: bool) -> bool:
     """Whether ``flag`` is true on any rank (one all-reduce)."""
     t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_device())
@@ -145,3 +227,7 @@ class DistributedSignalStop(SignalStop):
         if any_rank(self.requested is not None):
             self.requested = self.requested or "SIGTERM (on another rank)"
             self._stop(trainer, epoch + 1, 0)
+
+    def on_exception(self, trainer, exc):
+        if not isinstance(exc, RankLost):  # else torchrun's SIGTERM must not cut rank 0 ending its run KILLED
+            self._signals.restore()

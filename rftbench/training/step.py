@@ -119,10 +119,12 @@ class TrainStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, eps: float, *, step_index: int = 0,
                  loss_weight: Optional[float] = None, optimizer_step: bool = True, measure_clean: bool = False,
-                 meters: Sequence[BatchMeter] = ()) -> torch.Tensor:
+                 meters: Sequence[BatchMeter] = (), rows: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """Train on one batch; return the (detached) loss. ``loss_weight`` scales the loss for
-        gradient accumulation; ``measure_clean`` adds a no-grad eval-mode forward on the clean
-        batch when the objective gives no clean logits (for the clean batch accuracy)."""
+        gradient accumulation (and a DDP rank's share); ``measure_clean`` adds a no-grad eval-mode
+        forward on the clean batch when the objective gives no clean logits (for the clean batch
+        accuracy); ``rows=(first, total)``: ``x`` is a DDP rank's rows of a global batch of
+        ``total`` samples (the attack's random start is drawn for all of it)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x_adv = None
@@ -135,7 +137,7 @@ class TrainStep:
         if attacked:
             self.attack.set_eps(eps)
             with self._autocast():
-                x_adv = self.attack(x, y)
+                x_adv = self.attack(x, y) if rows is None else self.attack(x, y, rows=rows)
             self.attack_calls += 1
         with self._autocast():
             out = self.objective(self.model, x, y, x_adv)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from ..config import ExperimentConfig
 from ..data import EpochSampler
-from ..errors import CheckpointError, ConfigError, TrainingDivergedError
+from ..errors import CheckpointError, ConfigError, RftbenchError, TrainingDivergedError
 from ..models import PixelModel, save_checkpoint
 from ..objectives import create_objective
 from ..scheduling import create_schedule
@@ -69,12 +69,13 @@ class Trainer:
     ``model.safetensors`` (None: nothing is written). ``callbacks`` run in order (see
     :mod:`rftbench.training.callbacks`). ``validate``: run :func:`rftbench.evaluate.quick_robustness`
     on the validation split (the test split if there is none) every ``train.val_every`` epochs
-    and at the last one.
+    and at the last one. ``distributed``: train with the torchrun job's other ranks (DDP) when
+    this process is one of them; False: alone in this process (e.g. a one-off pretraining).
     """
 
     def __init__(self, cfg: ExperimentConfig, task: Any, *, run_dir: str | Path | None = None,
-                 callbacks: Iterable[Callback] = (), validate: bool = True):
-        self.cfg, self.task, self.validate = cfg, task, validate
+                 callbacks: Iterable[Callback] = (), validate: bool = True, distributed: bool = True):
+        self.cfg, self.task, self.validate, self.distributed = cfg, task, validate, distributed
         self.model, self.device, self.splits = task.model, task.device, task.splits
         self.callbacks = list(callbacks)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -97,7 +98,7 @@ class Trainer:
             raise ConfigError(f"dataset {cfg.data.name!r} has an empty training split.")
         if tc.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.dist = ddp.current()
+        self.dist = ddp.current() if self.distributed else ddp.DistInfo()
         train_model = ddp.wrap_model(self.model, device, tc.batchnorm == "sync") if self.dist.active else self.model
         attack = None
         if self.objective.uses_attack:
@@ -141,6 +142,14 @@ class Trainer:
             result = self._result()
             self._emit("on_run_end", result)
         except BaseException as exc:
+            ours = isinstance(exc, (KeyboardInterrupt, RftbenchError))  # stopped, or failed on its own
+            lost = ddp.lost_peers() if self.dist.active and not ours else []
+            if lost:  # a collective failed because another rank died: the run was killed, not failed
+                stop = ddp.RankLost(f"{', '.join(lost)} of this DDP job stopped (killed, or failed: see its output), "
+                                    f"so this rank stopped too; resume with `rftbench train CONFIG --resume RUN_ID` "
+                                    f"(any number of processes). Here: {type(exc).__name__}: {str(exc)[:120]}")
+                self._emit_exception(stop)
+                raise stop from exc
             self._emit_exception(exc)
             raise
         return result
@@ -178,8 +187,14 @@ class Trainer:
         eps = self.eps_ctl.eps(epoch, b)
         log_now = bool(log_every) and (g + 1) % log_every == 0
         group_end = plan.group_end(b)
-        self.step(x, y, eps, step_index=g, loss_weight=plan.loss_weight(b), optimizer_step=group_end,
-                  measure_clean=log_now, meters=(self.epoch_meter, self.window))
+        weight, rows = plan.loss_weight(b), None
+        if self.dist.active:  # this rank's rows of the global batch, and their share of its loss
+            n = plan.size_of(b)
+            rows = (ddp.rank_rows(n, self.dist.rank, self.dist.world)[0], n)
+            share = ddp.loss_share(len(y), n, self.dist.world)
+            weight = weight if share == 1 else share * (1.0 if weight is None else weight)
+        self.step(x, y, eps, step_index=g, loss_weight=weight, optimizer_step=group_end,
+                  measure_clean=log_now, meters=(self.epoch_meter, self.window), rows=rows)
         if self.step.attack is not None and eps > 0:
             self.attack_steps += 1
         if self._sync_every_step or log_now:
@@ -230,8 +245,11 @@ class Trainer:
 
     # ------------------------------------------------------------ state
     def raise_if_diverged(self) -> None:
-        """Raise :class:`TrainingDivergedError` if any loss so far was not finite (one sync)."""
+        """Raise :class:`TrainingDivergedError` if any loss so far was not finite (one sync; under
+        DDP on any rank, one all-gather: every rank calls this at the same points)."""
         bad = self.step.diverged_at()
+        if self.dist.active:
+            bad = ddp.earliest_bad(bad)
         if bad is None:
             return
         plan, tc = self.plan, self.cfg.train
@@ -264,12 +282,12 @@ class Trainer:
         if self.dist.active:  # every rank reaches here; the epoch's statistics of all ranks, written by rank 0
             meter = copy.copy(self.epoch_meter)
             ddp.reduce_meter(meter)
-            if not self.dist.is_main:
-                self.saved_at = (epoch, next_batch)
-                return self.state_path
+        self.raise_if_diverged()  # under DDP a collective too: before the ranks part
+        if not self.dist.is_main:
+            self.saved_at = (epoch, next_batch)
+            return self.state_path
         if self.state_path is None:
             raise ConfigError("this Trainer has no run_dir, so it cannot write a training state.")
-        self.raise_if_diverged()
         if next_batch:
             self._clock()  # mid-epoch: the epoch's time so far goes with the state
         self.capture_state(epoch, next_batch, meter).save(self.state_path)

@@ -1,25 +1,40 @@
 """Several processes for one run (torchrun, gloo on CPU): the same losses as one process with the
-same global batch, and a resume after the whole job was SIGKILLed."""
+same global batch, the PGD attack included; a rank that dies ends the run KILLED, and it resumes;
+a resume after the whole job was SIGKILLed."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+# batch 37: the two ranks' slices differ by one sample; linear schedule: eps 0 at the first step,
+# then PGD with a random start at an eps that follows the global step
 CONFIG = {
     "name": "ddp", "experiment": "ddp", "seed": 0, "model": {"name": "small_cnn", "pretrained": True},
-    "data": {"name": "digits", "batch_size": 32}, "threat": {"eps": 0.1}, "attack": {"steps": 1},
-    "schedule": {"name": "none"},
-    "train": {"epochs": 2, "lr": 0.0005, "log_every": 1, "progress": "off", "batchnorm": "frozen"},
+    "data": {"name": "digits", "batch_size": 37}, "threat": {"eps": 0.1}, "attack": {"steps": 2},
+    "schedule": {"name": "linear"},
+    "train": {"epochs": 2, "lr": 0.0005, "log_every": 1, "progress": "off", "batchnorm": "frozen",
+              "log_mlflow_model": False},
     "eval": {"num_points": 2, "sweep_steps": 1, "n_samples": 32, "autoattack": {"enabled": False}},
 }
+FLOAT64_MODELS = """
+from rftbench.models import create_model
+from rftbench.models.core import MODEL_FAMILIES
+
+
+@MODEL_FAMILIES.register("f64")
+def f64_model(rest, num_classes, *, pretrained, weights, kwargs):
+    return create_model(rest, num_classes, pretrained=pretrained, weights=weights, kwargs=kwargs).double()
+"""
 
 
 def rftbench(*args, **kw):
@@ -28,44 +43,153 @@ def rftbench(*args, **kw):
                           text=True, timeout=300, **kw)
 
 
-def losses(run_id: str) -> np.ndarray:
+def history(run_id: str, key: str) -> list[tuple[int, float]]:
     from rftbench.tracking import client_for
 
-    hist = client_for().get_metric_history(run_id, "train_step/loss")
-    return np.array([m.value for m in sorted(hist, key=lambda m: m.step)])
+    return sorted((m.step, m.value) for m in client_for().get_metric_history(run_id, key))
+
+
+def step_losses(cfg: Path, nproc: int) -> np.ndarray:
+    """``train_step/loss`` of every step of a run of ``cfg`` on ``nproc`` processes."""
+    res = rftbench("train", cfg, "--no-eval", "--json", *(["--nproc", nproc] if nproc > 1 else []))
+    assert res.returncode == 0, res.stderr[-3000:]
+    run_id = json.loads(res.stdout)["run_id"]
+    assert history(run_id, "train/attack_fraction")[0][1] > 0.9  # the attack ran (all but the eps-0 step)
+    return np.array([v for _, v in history(run_id, "train_step/loss")])
+
+
+def max_rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b) / np.abs(b)))
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_match_one_process(workdir, embedded_cache):
-    cfg = workdir / "ddp.yaml"
-    cfg.write_text(yaml.safe_dump(CONFIG))
-    one = rftbench("train", cfg, "--no-eval", "--json")
-    two = rftbench("train", cfg, "--no-eval", "--json", "--nproc", "2")
-    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
-    a, b = losses(json.loads(one.stdout)["run_id"]), losses(json.loads(two.stdout)["run_id"])
-    assert len(a) == len(b) >= 20
-    assert np.max(np.abs(a[:20] - b[:20]) / np.abs(a[:20])) < 1e-4
-    assert not np.array_equal(a[:20], a[1:21])  # the losses move: a real comparison
+def test_two_gloo_ranks_match_one_process_with_the_attack(workdir, embedded_cache):
+    """With float64 weights (a test plugin) 2 ranks give 1 process's losses up to rounding (measured
+    4e-16 over all 32 steps; the issue asks 1e-4): each rank attacks its rows from the random start
+    one process draws for the whole batch, uneven slices weigh by their size, eps follows the
+    global step. In float32 (the default) rounding flips a PGD sign step now and then, and the
+    losses then wander; 2 ranks stay as close to the float64 run as 1 float32 process does
+    (measured over the first 20 steps: 0.4% and 0.9%), which is the bound for float32."""
+    (workdir / "f64.py").write_text(FLOAT64_MODELS)
+    cfg32, cfg64 = workdir / "ddp32.yaml", workdir / "ddp64.yaml"
+    cfg32.write_text(yaml.safe_dump(CONFIG))
+    cfg64.write_text(yaml.safe_dump({**CONFIG, "model": {**CONFIG["model"], "name": "f64:small_cnn"},
+                                     "plugins": ["f64.py"]}))
+    one64, two64 = step_losses(cfg64, 1), step_losses(cfg64, 2)
+    assert len(one64) == len(two64) >= 20
+    assert max_rel(two64[:20], one64[:20]) < 1e-9
+    assert not np.array_equal(one64[:20], one64[1:21])  # the losses move: a real comparison
+    one32, two32 = step_losses(cfg32, 1), step_losses(cfg32, 2)
+    float32_error = max_rel(one32[:20], one64[:20])
+    assert 1e-6 < float32_error < 0.05
+    assert max_rel(two32[:20], one64[:20]) < 2 * float32_error
 
 
-@pytest.mark.slow
-def test_ddp_run_resumes_after_sigkill_with_another_rank_count(workdir, embedded_cache):
+def ranks_of(launcher_pid: int) -> dict[int, int]:
+    """{rank: pid} of the worker processes torch elastic started from ``launcher_pid`` (Linux /proc)."""
+    out = {}
+    for p in Path("/proc").iterdir():
+        try:
+            stat = (p / "stat").read_text()
+            if not p.name.isdigit() or int(stat[stat.rfind(")") + 2:].split()[1]) != launcher_pid:
+                continue
+            env = dict(e.split(b"=", 1) for e in (p / "environ").read_bytes().split(b"\0") if b"=" in e)
+            out[int(env[b"RANK"])] = int(p.name)
+        except (OSError, KeyError, ValueError):
+            continue
+    return out
+
+
+@pytest.fixture
+def jobs():
+    """Launchers started by a test; whatever of them (and their ranks) still runs at its end is killed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for job in started:
+        if job.poll() is None:  # (a finished launcher's pid may belong to another process by now)
+            for pid in (*ranks_of(job.pid).values(), job.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            job.wait()
+
+
+def start_two_ranks(workdir: Path, jobs: list) -> tuple[subprocess.Popen, Path, str, dict[int, int]]:
+    """``rftbench train --nproc 2`` of a 4-epoch run, once epoch 0's metrics are in MLflow and a
+    checkpoint is written: (the launcher, the config, the run id, {rank: pid})."""
     from rftbench.tracking import client_for
 
     cfg = workdir / "ddp.yaml"
-    cfg.write_text(yaml.safe_dump({**CONFIG, "schedule": {"name": "linear"}, "train": {
-        **CONFIG["train"], "epochs": 4, "checkpoint_every_steps": 3, "log_every": 5}}))
+    cfg.write_text(yaml.safe_dump({**CONFIG, "train": {**CONFIG["train"], "epochs": 4, "checkpoint_every_steps": 3,
+                                                       "log_every": 5}}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    job = subprocess.Popen([sys.executable, "-m", "rftbench", "train", str(cfg), "--nproc", "2", "--no-eval"],
-                           env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(workdir / "job.err", "w") as err:
+        job = subprocess.Popen([sys.executable, "-m", "rftbench", "train", str(cfg), "--nproc", "2", "--no-eval"],
+                               env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
+    jobs.append(job)
     deadline = time.time() + 240
-    while time.time() < deadline and not list(workdir.glob("rftbench-runs/*/state.pt")):
+    while time.time() < deadline:
+        states = list(workdir.glob("rftbench-runs/*/state.pt"))
+        if states and client_for().get_metric_history(states[0].parent.name, "train/loss"):
+            return job, cfg, states[0].parent.name, ranks_of(job.pid)
+        assert job.poll() is None, (workdir / "job.err").read_text()[-3000:]
         time.sleep(0.5)
-    os.killpg(job.pid, signal.SIGKILL)  # torchrun and both ranks at once
+    raise AssertionError("the DDP job wrote no checkpoint after its first epoch within 240 s")
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (exited, or a zombie nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2] == "Z"
+
+
+def wait_until_gone(pids, timeout_s: float = 60) -> None:
+    """Wait for processes ``pids`` to end; SIGKILL and fail on those still running after ``timeout_s``."""
+    deadline = time.time() + timeout_s
+    while not all(gone(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in pids if not gone(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes {left} outlived their job"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the ranks' pids in /proc")
+@pytest.mark.parametrize("victim,resume_nproc", [(1, 2), (0, 1)])
+def test_a_rank_that_dies_ends_the_run_killed_and_it_resumes(workdir, embedded_cache, jobs, victim, resume_nproc):
+    """SIGKILL one rank: torchrun stops the other, and the run ends KILLED whichever rank died
+    (rank 0 ends it when rank 1 died; the launching process when rank 0 did); ``--resume``
+    continues it from its checkpoint to FINISHED."""
+    from rftbench.tracking import client_for
+
+    job, cfg, run_id, ranks = start_two_ranks(workdir, jobs)
+    assert sorted(ranks) == [0, 1]
+    os.kill(ranks[victim], signal.SIGKILL)
+    assert job.wait(timeout=120) != 0
+    wait_until_gone(ranks.values())
+    run = client_for().get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert f"rank {victim}" in run.data.tags["rftbench.error"] and "--resume" in run.data.tags["rftbench.error"]
+    res = rftbench("train", cfg, "--resume", run_id, "--no-eval", "--json", "--nproc", resume_nproc)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert client_for().get_run(run_id).info.status == "FINISHED"
+    epochs = [step for step, _ in history(run_id, "train/loss")]
+    assert sorted(set(epochs)) == [0, 1, 2, 3] and epochs.count(0) == 1  # epoch 0 trained once: resumed
+
+
+@pytest.mark.slow
+def test_ddp_run_resumes_after_sigkill_with_another_rank_count(workdir, embedded_cache, jobs):
+    from rftbench.tracking import client_for
+
+    job, cfg, run_id, ranks = start_two_ranks(workdir, jobs)
+    os.killpg(job.pid, signal.SIGKILL)  # the launcher; torchrun started the ranks in sessions of their own
     job.wait()
-    (state,) = workdir.glob("rftbench-runs/*/state.pt")
-    run_id = state.parent.name
-    assert client_for().get_run(run_id).info.status == "RUNNING"  # nobody could end it
+    wait_until_gone(ranks.values())  # they SIGKILL themselves once their launcher is gone
+    # nobody could end the run, unless rank 0 saw rank 1 go first (RankLost: KILLED)
+    assert client_for().get_run(run_id).info.status in ("RUNNING", "KILLED")
     res = rftbench("train", cfg, "--resume", run_id, "--no-eval", "--json")  # one rank this time
     assert res.returncode == 0, res.stderr[-3000:]
     run = client_for().get_run(run_id)
