@@ -59,6 +59,18 @@ def timed(fn):
     return (time.perf_counter() - t, time.process_time() - c), out
 
 
+def side_by_side(first, second, repeats: int):
+    """Time ``first`` then ``second`` alternately ``repeats`` times.
+    Returns (first's times, second's times, first's last result, second's last result)."""
+    t_first, t_second = [], []
+    for _ in range(repeats):
+        tf, out_first = timed(first)
+        ts, out_second = timed(second)
+        t_first.append(tf)
+        t_second.append(ts)
+    return t_first, t_second, out_first, out_second
+
+
 def best(times):
     """Best wall and best CPU time over the repeats."""
     return min(w for w, _ in times), min(c for _, c in times)
@@ -69,12 +81,7 @@ def time_pruned_vs_naive(pruned, naive, repeats: int, attack: str):
     naive flags with the nesting rule. Returns (pruned times, naive times, pruned flags)."""
     from rftbench.attacks.pruned import apply_nesting
 
-    t_pruned, t_naive = [], []
-    for _ in range(repeats):
-        tp, flags_pruned = timed(pruned)
-        tn, flags_naive = timed(naive)
-        t_pruned.append(tp)
-        t_naive.append(tn)
+    t_pruned, t_naive, flags_pruned, flags_naive = side_by_side(pruned, naive, repeats)
     if not np.array_equal(flags_pruned, apply_nesting(flags_naive)):
         raise SystemExit(f"pruned {attack} sweep flags differ from the naive {attack} loop with the nesting rule")
     return t_pruned, t_naive, flags_pruned
@@ -182,12 +189,7 @@ def bench_autoattack(model, test, n: int, repeats: int) -> dict:
                                batch_size=n)
         return res
 
-    t_direct, t_ours = [], []
-    for _ in range(repeats):
-        td, flags_direct = timed(direct)
-        to, res = timed(ours)
-        t_direct.append(td)
-        t_ours.append(to)
+    t_direct, t_ours, flags_direct, res = side_by_side(direct, ours, repeats)
     flags_ours = res.broken_by == 0
     if not np.array_equal(flags_ours, flags_direct):
         raise SystemExit("rftbench's AutoAttack flags differ from pyautoattack's")
