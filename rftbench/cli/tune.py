@@ -49,7 +49,7 @@ def _options(args):
     return TuneOptions(trials=args.trials, study=args.study, storage=args.storage, sampler=args.sampler,
                        pruner=args.pruner, objectives=args.objectives.split(","), grid_points=args.grid_points,
                        timeout=args.timeout, max_trials=args.max_trials, enqueue_defaults=args.enqueue_defaults,
-                       workers=args.workers)
+                       workers=args.workers, share_prefix=not args.no_share_prefix)
 
 
 def _cmd_show_or_best(args) -> int:
@@ -117,6 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("--enqueue-defaults", action="store_true",
                     help="the first trial of a new study is the config's setting (the paper's, by default)")
     tu.add_argument("--workers", type=int, default=1, help="worker processes on the same storage")
+    tu.add_argument("--no-share-prefix", action="store_true",
+                    help="every trial trains its own eps-0 epochs (default: the first trial to reach one trains "
+                         "it, later trials with the same training settings restore it)")
     add_set_flag(tu)
     add_json_flag(tu)
     tu.set_defaults(func=cmd_tune)

@@ -4,7 +4,8 @@ Modules: :mod:`.trainer` (the run / epoch / batch loop and :func:`train`), :mod:
 (side jobs: MLflow, progress, checkpoints, signal stop, Optuna pruning, per-epoch functions),
 :mod:`.step` (one training step, batch statistics, AMP), :mod:`.optim` (optimizer, parameter
 groups, LR schedule), :mod:`.plan` (batch geometry, eps per batch), :mod:`.state` (the resumable
-``state.pt``), :mod:`.progress` (progress displays).
+``state.pt``), :mod:`.progress` (progress displays), :mod:`.prefix` (eps-0 epochs shared by the
+trials of a schedule search).
 """
 from .callbacks import (BatchEnd, Callback, CheckpointCallback, EpochCallback, MlflowCallback, OptunaPruning,
                         PerEpochCallback, ProgressCallback, SignalStop, TrainingInterrupted)

@@ -5,6 +5,10 @@ A :class:`Callback` overrides any of its hooks (after Lightning's). The trainer 
 callback's hook in list order:
 
 - ``on_run_start(trainer)``: once, after a resumed state is restored (``trainer.resumed_from``);
+- ``reuse_epoch(trainer, epoch)``: before an epoch is trained from its first batch; a callback
+  may return the :class:`~rftbench.training.state.TrainingState` an identical run reached at the
+  epoch's end (:class:`~rftbench.training.prefix.SharedPrefix`): the trainer restores it instead
+  of training the epoch, then calls ``on_epoch_end`` with the metrics recorded in it;
 - ``on_batch_end(trainer, batch)``: after every batch (:class:`BatchEnd`; ``batch.stats`` holds
   the window statistics on logging steps, every ``train.log_every`` batches);
 - ``on_checkpoint(trainer, path)``: after ``state.pt`` was written (by any callback);
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 from .progress import TrainProgress
 
 if TYPE_CHECKING:
+    from .state import TrainingState
     from .trainer import TrainResult, Trainer
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -56,6 +61,9 @@ class Callback:
 
     def on_run_start(self, trainer: "Trainer") -> None:
         pass
+
+    def reuse_epoch(self, trainer: "Trainer", epoch: int) -> Optional["TrainingState"]:
+        return None
 
     def on_batch_end(self, trainer: "Trainer", batch: BatchEnd) -> None:
         pass

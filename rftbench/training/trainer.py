@@ -39,7 +39,7 @@ from . import distributed as ddp
 from .optim import current_lr, group_lr, lr_factor, make_lr_schedule, make_optimizer, set_train_mode
 from .plan import BatchPlan, EpsController
 from .progress import TrainProgress, make_progress
-from .state import TrainingState, resume_config, rng_state, set_rng_state
+from .state import STATE_FILE, TrainingState, resume_config, rng_state, set_rng_state
 from .step import BatchMeter, TrainStep, amp_setup
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,11 @@ class Trainer:
         self.model, self.device, self.splits = task.model, task.device, task.splits
         self.callbacks = list(callbacks)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.state_path = self.run_dir / "state.pt" if self.run_dir is not None else None
+        self.state_path = self.run_dir / STATE_FILE if self.run_dir is not None else None
         self._build()
         self.history: list[dict[str, float]] = []
         self.attack_steps, self.epoch_time, self.elapsed = 0, 0.0, 0.0
+        self.epochs_reused = 0  # epochs restored from a callback's stored state instead of trained
         self.start_epoch, self.start_batch = 0, 0
         self.resumed_from: Optional[dict[str, int]] = None
         self.saved_at: Optional[tuple[int, int]] = None
@@ -138,7 +139,9 @@ class Trainer:
         try:
             self._emit("on_run_start")
             for epoch in range(self.start_epoch, self.plan.epochs):
-                self.epoch(epoch, self.start_batch if epoch == self.start_epoch else 0)
+                first_batch = self.start_batch if epoch == self.start_epoch else 0
+                if not (first_batch == 0 and self.reuse_epoch(epoch)):
+                    self.epoch(epoch, first_batch)
             result = self._result()
             self._emit("on_run_end", result)
         except BaseException as exc:
@@ -178,6 +181,26 @@ class Trainer:
         self.history.append({"epoch": epoch, **metrics})
         self._emit("on_epoch_end", epoch, metrics)
         return metrics
+
+    def reuse_epoch(self, epoch: int) -> bool:
+        """Restore epoch ``epoch``'s end from the first callback that offers it (``reuse_epoch``
+        hook) instead of training it, then run ``on_epoch_end`` with its recorded metrics; False
+        when none does."""
+        for cb in self.callbacks:
+            st = cb.reuse_epoch(self, epoch)
+            if st is None:
+                continue
+            if int(st.epoch) != epoch + 1 or int(st.batch) != 0 or not st.history:
+                raise CheckpointError(f"{type(cb).__name__} offered a state at epoch {st.epoch}, batch {st.batch} "
+                                      f"for the end of epoch {epoch}.")
+            resumed, elapsed = self.resumed_from, self.elapsed
+            self.restore_state(st)
+            self.resumed_from, self.elapsed = resumed, elapsed
+            self.epochs_reused += 1
+            metrics = {k: v for k, v in self.history[-1].items() if k != "epoch"}
+            self._emit("on_epoch_end", epoch, metrics)
+            return True
+        return False
 
     def batch(self, epoch: int, b: int, x: torch.Tensor, y: torch.Tensor) -> BatchEnd:
         """Train on batch ``b`` of epoch ``epoch`` (images ``x`` (N, C, H, W) in [0, 1], labels ``y``)."""
@@ -336,7 +359,8 @@ class Trainer:
         return TrainResult(self.model, self.history, ckpt, wall, self.attack_steps, plan.total_steps,
                            info={"steps_per_epoch": plan.steps_per_epoch, "schedule": repr(self.schedule),
                                  "device": str(self.device), "resumed_from": self.resumed_from,
-                                 "dropped_last_sample": plan.drop_last, "optimizer_steps": self.step.opt_steps})
+                                 "dropped_last_sample": plan.drop_last, "optimizer_steps": self.step.opt_steps,
+                                 "epochs_reused": self.epochs_reused})
 
     # ------------------------------------------------------------ callbacks
     def _emit(self, hook: str, *args: Any) -> None:

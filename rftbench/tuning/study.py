@@ -44,6 +44,7 @@ class TuneOptions:
     tracking_uri: str | None = None
     workers: int = 1
     visualize: bool = True  # Optuna's figures into the parent run when a worker ends
+    share_prefix: bool = True  # trials reuse the eps-0 epochs an earlier trial trained (training/prefix.py)
 
     def check(self) -> None:
         if self.trials < 1:
@@ -110,6 +111,18 @@ class Prepared:
     parent_run_id: str
     tracking_uri: str | None = None
     visualize: bool = True
+    prefix_dir: Path | None = None  # the study's shared eps-0 epochs (None: every trial trains its own)
+
+
+def prefix_dir_for(cfg: ExperimentConfig, study_name: str, options: TuneOptions) -> Path | None:
+    """Where the study's trials share their eps-0 epochs: ``output_dir/shared-prefix/STUDY`` (one
+    directory per study, so that two studies never share compute). None when ``--no-share-prefix``
+    or when training knobs are searched (trials then differ from the first epoch on)."""
+    import re
+
+    if not options.share_prefix or (cfg.search is not None and cfg.search.train):
+        return None
+    return Path(cfg.output_dir).resolve() / "shared-prefix" / re.sub(r"[^\w.-]", "_", study_name)
 
 
 def _check_identity(study: optuna.Study, space: SearchSpace, objectives: list[StudyObjective]) -> None:
@@ -171,7 +184,8 @@ def prepare_study(cfg: ExperimentConfig, options: TuneOptions) -> Prepared:
         parent = create_parent(study, cfg, url, options, space)
     else:
         parent = parent_of(study, cfg, url, options, space)
-    return Prepared(cfg, space, objectives, name, url, storage, parent, options.tracking_uri, options.visualize)
+    return Prepared(cfg, space, objectives, name, url, storage, parent, options.tracking_uri, options.visualize,
+                    prefix_dir_for(cfg, name, options))
 
 
 def _as_config(cfg_or_path: ExperimentConfig | str | Path | dict) -> ExperimentConfig:

@@ -7,6 +7,8 @@ the run starts, so pruned, failed and interrupted trials are linked too (the sam
 system attribute optuna-integration's ``MLflowCallback`` reads: it logs the trial's values,
 params and Optuna tags into this run when the trial ends, see :mod:`.mlflow_link`). The trainer
 reports the monitored validation metric every epoch (intermediate values for the pruner).
+Trials share the epochs their schedules keep at eps = 0 (:mod:`rftbench.training.prefix`): the
+first trial to reach such an epoch trains it, later ones restore it.
 """
 from __future__ import annotations
 
@@ -15,12 +17,15 @@ from typing import Any, Callable
 import optuna
 
 from ..training import Callback, OptunaPruning
+from ..training.prefix import SharedPrefix
 from .mlflow_link import RUN_ID_SYSTEM_ATTR
 from .objectives import objective_values
 
 
 class TrialLink(Callback):
-    """Links the trial and its MLflow run both ways and counts the epochs trained."""
+    """Links the trial and its MLflow run both ways and counts the epochs trained (user attribute
+    ``epochs_trained``: the epochs the trial's model went through, the budget its pruner saw) and,
+    of those, the ones restored from an earlier trial's shared eps-0 prefix (``epochs_reused``)."""
 
     def __init__(self, trial: optuna.Trial):
         self.trial = trial
@@ -36,6 +41,7 @@ class TrialLink(Callback):
 
     def on_epoch_end(self, trainer, epoch, metrics):
         self.trial.set_user_attr("epochs_trained", epoch + 1)
+        self.trial.set_user_attr("epochs_reused", trainer.epochs_reused)
 
 
 class EpochPruning(OptunaPruning):
@@ -83,6 +89,8 @@ def make_objective(prep: Any, mine: list[int]) -> Callable[[optuna.Trial], Any]:
         mine.append(trial.number)
         cfg = trial_config(prep, trial)
         callbacks: list[Callback] = [TrialLink(trial)]
+        if prep.prefix_dir is not None:  # before pruning: an epoch's state is shared even when the trial stops there
+            callbacks.append(SharedPrefix(prep.prefix_dir))
         if monitor is not None:
             callbacks.append(EpochPruning(trial, monitor=monitor))
         tags = {"rftbench.kind": "trial", "rftbench.split": "val", "optuna.study": prep.study_name,

@@ -199,3 +199,26 @@ def test_a_study_without_a_recorded_parent_gets_one(store, monkeypatch):
     other = f"sqlite:///{store / 'elsewhere.db'}"
     moved = prepare_study(_cfg(), _opts(store, "plain", tracking_uri=other)).parent_run_id
     assert moved != first and client_for(other).get_run(moved).data.tags["optuna.study"] == "plain"
+
+
+def test_trials_share_the_eps0_epochs_an_earlier_trial_trained(store):
+    """start >= 0.4 of 3 epochs: every trial's first epoch is at eps = 0. Trial 0 trains it,
+    trials 1 and 2 restore it; their child runs carry its recorded validation metrics, and
+    --no-share-prefix (or another study) trains it again."""
+    search = {"params": {"start": {"low": 0.4, "high": 0.6}, "end": {"low": 0.7, "high": 0.9}}}
+    cfg = _cfg(train__epochs=3, search=search)
+    res = tune(cfg, _opts(store, "shared", trials=3))
+    trials = optuna.load_study(study_name="shared", storage=res.storage).trials
+    assert [t.user_attrs["epochs_reused"] for t in trials] == [0, 1, 1]
+    assert [t.user_attrs["epochs_trained"] for t in trials] == [3, 3, 3]
+    assert len({t.intermediate_values[1] for t in trials}) == 1
+    assert len({t.intermediate_values[3] for t in trials}) > 1  # their schedules differ afterwards
+    client = client_for()
+    first = [client.get_metric_history(t.user_attrs["mlflow_run_id"], "val/expected_robustness")[0]
+             for t in trials]
+    assert {(m.step, m.value) for m in first} == {(0, trials[0].intermediate_values[1])}
+    assert len(list((store / cfg.output_dir / "shared-prefix" / "shared").glob("*.pt"))) == 1
+    alone = tune(cfg, _opts(store, "shared-off", trials=2, share_prefix=False))
+    off = optuna.load_study(study_name="shared-off", storage=alone.storage).trials
+    assert [t.user_attrs["epochs_reused"] for t in off] == [0, 0]
+    assert off[0].intermediate_values[1] == trials[0].intermediate_values[1]
