@@ -94,5 +94,9 @@ class SharedPrefix(Callback):
     def on_epoch_end(self, trainer, epoch, metrics):
         if self.live or epoch >= self.shared_epochs:  # live: restored, not trained (the entry is there)
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        trainer.capture_state(epoch + 1, 0).save(self.path(trainer, epoch + 1))  # atomic: readers see old or new
+        try:  # atomic: a reader sees no file or a whole one; a failure costs later trials only the reuse
+            self.directory.mkdir(parents=True, exist_ok=True)
+            trainer.capture_state(epoch + 1, 0).save(self.path(trainer, epoch + 1))
+        except OSError as exc:
+            log.warning("could not store the shared eps-0 epoch %d in %s (later trials will train it): %s",
+                        epoch + 1, self.directory, exc)

@@ -86,3 +86,10 @@ def test_a_corrupt_entry_is_trained_instead(workdir, tmp_path, caplog):
     assert res.info["epochs_reused"] == 0 and "unreadable" in caplog.text
     assert len([TrainingState.load(p) for p in shared.glob("*.pt")]) == 2  # stored again, readable
     assert _same_weights(res, alone)
+
+
+def test_a_failed_store_only_warns(workdir, tmp_path, caplog):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    res, _ = run(cfg(0.6, 0.9), tmp_path, "a", blocked / "shared")
+    assert res.info["epochs_reused"] == 0 and "could not store" in caplog.text
