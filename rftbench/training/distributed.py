@@ -133,6 +133,23 @@ def rank_rows(n: int, rank: int, world: int) -> tuple[int, int]:
     return rank * n // world, (rank + 1) * n // world
 
 
+def check_batches(plan: Any, world: int) -> None:
+    """Refuse a :class:`~rftbench.training.plan.BatchPlan` whose global batches cannot give each
+    of ``world`` ranks at least one sample (an empty slice would make a rank's loss NaN)."""
+    from ..errors import ConfigError
+
+    smallest = min(plan.batch_size, plan.size_of(plan.steps_per_epoch - 1))
+    if smallest >= world:
+        return
+    last = plan.size_of(plan.steps_per_epoch - 1)
+    what = (f"data.batch_size {plan.batch_size}" if plan.batch_size < world else
+            f"the last batch of every epoch ({plan.n_train} training samples in batches of {plan.batch_size} "
+            f"leave {last})")
+    raise ConfigError(f"{what} cannot be split over {world} DDP ranks: each rank needs at least one sample of "
+                      f"every batch. Use fewer processes (--nproc) or a batch size of at least {world} whose last "
+                      f"batch has at least {world} samples (or exactly 1, which is dropped).")
+
+
 def loss_share(n_local: int, n_global: int, world: int) -> float:
     """The factor on a rank's mean loss that makes DDP's gradient (the average over ranks) the
     gradient of the mean over the global batch: ``world * n_local / n_global`` (1 for equal slices)."""

@@ -100,6 +100,9 @@ class Trainer:
         if tc.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.dist = ddp.current() if self.distributed else ddp.DistInfo()
+        plan = self.plan = BatchPlan(len(self.splits.train), cfg.data.batch_size, tc.accum_steps, tc.epochs)
+        if self.dist.active:
+            ddp.check_batches(plan, self.dist.world)
         train_model = ddp.wrap_model(self.model, device, tc.batchnorm == "sync") if self.dist.active else self.model
         attack = None
         if self.objective.uses_attack:
@@ -107,7 +110,6 @@ class Trainer:
 
             attack = TrainAttack(self.model, self.objective.attack or ac.name, cfg.threat.norm, ac.steps,
                                  ac.step_ratio, ac.random_start, ac.bn_mode)
-        plan = self.plan = BatchPlan(len(self.splits.train), cfg.data.batch_size, tc.accum_steps, tc.epochs)
         self.sampler = EpochSampler(plan.n_train, cfg.seed)
         self.loader_gen = torch.Generator()  # worker seeds come from here, not from the training RNG stream
         if self.dist.active:  # each rank: its slice of every global batch

@@ -208,3 +208,21 @@ def test_gradient_clipping_bounds_the_update():
     step(torch.rand(8, 1, 4, 4) * 100, torch.randint(0, 3, (8,)), 0.0)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-3)  # lr 1 x a gradient clipped to 0.01
+
+
+def test_a_batch_that_cannot_give_every_ddp_rank_a_sample_is_a_config_error(workdir, monkeypatch):
+    """Before any process group is used: a global batch (or an epoch's last batch) smaller than
+    the rank count would leave a rank an empty slice and a NaN loss."""
+    from rftbench.setup import build_task
+    from rftbench.training import BatchPlan, Trainer
+    from rftbench.training import distributed as ddp
+
+    ddp.check_batches(BatchPlan(129, 64, 1, 1), 4)  # last batch of 1: dropped
+    ddp.check_batches(BatchPlan(130, 64, 1, 1), 2)
+    with pytest.raises(ConfigError, match="last batch of every epoch .*leave 2.* 4 DDP ranks"):
+        ddp.check_batches(BatchPlan(130, 64, 1, 1), 4)
+    cfg = small()
+    task = build_task(cfg)
+    monkeypatch.setattr(ddp, "current", lambda: ddp.DistInfo(0, 65))
+    with pytest.raises(ConfigError, match="data.batch_size 64 cannot be split over 65 DDP ranks"):
+        Trainer(cfg, task)
