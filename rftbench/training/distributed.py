@@ -20,7 +20,10 @@ step (:func:`earliest_bad`).
 
 A rank that dies (SIGKILL, the OOM killer): torchrun stops the others. A surviving rank whose
 training then fails because that peer is gone raises :class:`RankLost` (a KeyboardInterrupt,
-so rank 0 ends the MLflow run KILLED, not FAILED; peers on this host are checked by pid). If
+so rank 0 ends the MLflow run KILLED, not FAILED; peers on this host are checked by pid). A
+rank that fails with an error of its own records it in the run directory before it exits
+(:func:`record_failure`); the survivors then raise :class:`RankFailed` with that error, and the
+run ends FAILED. If
 rank 0 itself dies, or is stopped before it could end the run, the run is left RUNNING; under
 ``rftbench train --nproc N`` the launching process ends it KILLED (it learns the run id from the
 file named by ``RFTBENCH_RUN_ID_FILE``, see :func:`announce_run` and
@@ -39,6 +42,7 @@ from typing import Any, Iterator, Optional
 import torch
 import torch.distributed as dist
 
+from ..errors import RftbenchError
 from .callbacks import SignalStop
 
 RUN_ID_FILE_ENV = "RFTBENCH_RUN_ID_FILE"
@@ -46,9 +50,48 @@ _peers: list[dict[str, Any]] = []  # every rank's process tags (host, pid, start
 
 
 class RankLost(KeyboardInterrupt):
-    """Another rank of this DDP job stopped (it was killed, or failed: its own output says why),
-    so this one stopped too. A KeyboardInterrupt, so that the MLflow run ends KILLED (resumable
-    with ``rftbench train CONFIG --resume RUN_ID``), not FAILED."""
+    """Another rank of this DDP job was killed, so this one stopped too. A KeyboardInterrupt, so
+    that the MLflow run ends KILLED (resumable with ``rftbench train CONFIG --resume RUN_ID``),
+    not FAILED."""
+
+
+class RankFailed(RftbenchError):
+    """Another rank of this DDP job failed with an error of its own (recorded in the run
+    directory, :func:`record_failure`), so this one stopped too: the run ends FAILED."""
+
+
+def _failure_file(run_dir: str | Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.failed"
+
+
+def record_failure(run_dir: str | Path | None, rank: int, exc: BaseException) -> None:
+    """Rank ``rank`` failed with ``exc``: say so in the run directory for the ranks that outlive it
+    (written before the process exits, so before its peers' collectives fail)."""
+    from ..atomic import atomic_write_text
+
+    if run_dir is not None:
+        try:
+            atomic_write_text(_failure_file(run_dir, rank), f"{type(exc).__name__}: {exc}"[:2000])
+        except OSError:
+            pass
+
+
+def clear_failure(run_dir: str | Path | None, rank: int) -> None:
+    """Forget rank ``rank``'s failure of an earlier attempt of this run (at the start of a resume)."""
+    if run_dir is not None:
+        _failure_file(run_dir, rank).unlink(missing_ok=True)
+
+
+def peer_failures(run_dir: str | Path | None, world: int) -> list[str]:
+    """``"rank R: <error>"`` for every other rank that recorded a failure in ``run_dir``."""
+    if run_dir is None:
+        return []
+    me, out = current().rank, []
+    for r in range(world):
+        path = _failure_file(run_dir, r)
+        if r != me and path.is_file():
+            out.append(f"rank {r}: {path.read_text(errors='replace').strip()}")
+    return out
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,8 @@ class Trainer:
     def run(self, resume: bool = False) -> TrainResult:
         """Train all ``train.epochs`` epochs (with ``resume``, from ``state.pt`` if there is one)."""
         self._resume_if_asked(resume)
+        if self.dist.active:
+            ddp.clear_failure(self.run_dir, self.dist.rank)
         self._t_start = time.perf_counter() - self.elapsed
         try:
             self._emit("on_run_start")
@@ -147,17 +149,31 @@ class Trainer:
             result = self._result()
             self._emit("on_run_end", result)
         except BaseException as exc:
-            ours = isinstance(exc, (KeyboardInterrupt, RftbenchError))  # stopped, or failed on its own
-            lost = ddp.lost_peers() if self.dist.active and not ours else []
-            if lost:  # a collective failed because another rank died: the run was killed, not failed
-                stop = ddp.RankLost(f"{', '.join(lost)} of this DDP job stopped (killed, or failed: see its output), "
-                                    f"so this rank stopped too; resume with `rftbench train CONFIG --resume RUN_ID` "
-                                    f"(any number of processes). Here: {type(exc).__name__}: {str(exc)[:120]}")
-                self._emit_exception(stop)
+            stop = self._peer_stop(exc) if self.dist.active else None
+            self._emit_exception(stop or exc)
+            if stop is not None:
                 raise stop from exc
-            self._emit_exception(exc)
             raise
         return result
+
+    def _peer_stop(self, exc: BaseException) -> Optional[BaseException]:
+        """Under DDP, what ``exc`` means for the run: :class:`~.distributed.RankFailed` when
+        another rank recorded an error of its own, :class:`~.distributed.RankLost` when a
+        collective failed because another rank is gone (killed); else None (``exc`` is this
+        rank's own failure, recorded for the others, or a stop)."""
+        if isinstance(exc, KeyboardInterrupt):
+            return None
+        failed = [] if isinstance(exc, RftbenchError) else ddp.peer_failures(self.run_dir, self.dist.world)
+        if failed:
+            return ddp.RankFailed(f"{'; '.join(failed)[:1500]}. This rank stopped with it (here: {type(exc).__name__}); "
+                                  f"fix the cause, then resume with `rftbench train CONFIG --resume RUN_ID`.")
+        lost = [] if isinstance(exc, RftbenchError) else ddp.lost_peers()
+        if lost:  # a collective failed because another rank died: the run was killed, not failed
+            return ddp.RankLost(f"{', '.join(lost)} of this DDP job was killed, so this rank stopped too; resume "
+                                f"with `rftbench train CONFIG --resume RUN_ID` (any number of processes). Here: "
+                                f"{type(exc).__name__}: {str(exc)[:120]}")
+        ddp.record_failure(self.run_dir, self.dist.rank, exc)
+        return None
 
     def epoch(self, epoch: int, first_batch: int = 0) -> dict[str, float]:
         """Train epoch ``epoch`` from batch ``first_batch`` on; return its metrics (``train/*``,

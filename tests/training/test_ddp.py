@@ -196,3 +196,37 @@ def test_ddp_run_resumes_after_sigkill_with_another_rank_count(workdir, embedded
     assert run.info.status == "FINISHED"
     assert json.loads(run.data.tags["rftbench.resumed_from"])["batch"] > 0 or \
         json.loads(run.data.tags["rftbench.resumed_from"])["epoch"] > 0
+
+
+FAILS_ON_RANK_1 = """
+import os
+from rftbench.scheduling import Schedule, register_schedule
+
+
+@register_schedule("fails_on_rank_1")
+class FailsOnRank1(Schedule):
+    params = ()
+
+    def alpha(self, progress):
+        if os.environ.get("RANK") == "1" and progress > 0.3:
+            raise ValueError("this schedule broke on rank 1")
+        return progress
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_that_fails_alone_ends_the_run_failed_with_its_error(workdir, embedded_cache):
+    """Rank 1 raises an error of its own (rank 0 is fine): the run ends FAILED, not KILLED, and
+    its error tag carries rank 1's error."""
+    from rftbench.tracking import client_for
+
+    (workdir / "failing.py").write_text(FAILS_ON_RANK_1)
+    cfg = workdir / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "plugins": [str(workdir / "failing.py")],
+                                   "schedule": {"name": "fails_on_rank_1"}}))
+    res = rftbench("train", cfg, "--no-eval", "--nproc", 2)
+    assert res.returncode != 0
+    exp = client_for().get_experiment_by_name("ddp")
+    (run,) = client_for().search_runs([exp.experiment_id])
+    assert run.info.status == "FAILED", run.data.tags.get("rftbench.error")
+    assert "rank 1: ValueError: this schedule broke on rank 1" in run.data.tags["rftbench.error"]
