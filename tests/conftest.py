@@ -34,6 +34,17 @@ def workdir(tmp_path, monkeypatch, embedded_cache):
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def store(request, tmp_path_factory, embedded_cache):
+    """One working directory with its own SQLite MLflow store for a whole test module (creating
+    a fresh MLflow database costs seconds; an Optuna storage can live beside it): the directory."""
+    d = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(d)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+        yield d
+
+
 def tiny_config(**overrides):
     """A toy-size experiment on the embedded digits (seconds on 2 cores)."""
     from rftbench.config import parse_config

@@ -114,6 +114,10 @@ class _StartableMixin:
                 first_grad: torch.Tensor | None = None):
         if init_delta is None and first_grad is None:
             return super().forward(images, labels)
+        return self._run(images, labels, init_delta, first_grad)
+
+    def _run(self, images, labels, init_delta: torch.Tensor | None, first_grad: torch.Tensor | None):
+        """The loop: from ``images + init_delta`` (the images where None), ``self.steps`` steps."""
         images = images.clone().detach().to(self.device)
         labels = labels if labels is None else labels.clone().detach().to(self.device)
         cost = self._cost(images, labels)
@@ -155,22 +159,39 @@ class StartablePGD(_StartableMixin, torchattacks.PGD):
 
 
 class StartablePGDL2(_StartableMixin, torchattacks.PGDL2):
-    """torchattacks' L2 PGD with ``init_delta`` and ``first_grad`` (see :class:`_StartableMixin`)."""
+    """torchattacks' L2 PGD with ``init_delta`` and ``first_grad`` (see :class:`_StartableMixin`),
+    which also runs on channels-last batches and models.
+
+    ``PGDL2.forward`` flattens the gradient with ``.view``, which fails on the channels-last
+    gradient a channels-last model returns (whatever the batch's layout). Untargeted, this class
+    runs the same loop with ``reshape`` instead (the same numbers on contiguous tensors) and
+    draws its random start as ``PGDL2.forward`` draws it for a contiguous batch, so a channels-last
+    batch starts where the same contiguous batch starts.
+    """
+
+    def forward(self, images, labels, init_delta: torch.Tensor | None = None,
+                first_grad: torch.Tensor | None = None):
+        if self.targeted:  # torchattacks' loop (contiguous only); rftbench never sets a target
+            return super().forward(images, labels, init_delta, first_grad)
+        if init_delta is None and first_grad is None:
+            init_delta = self.draw_start(torch.empty(images.shape, dtype=images.dtype, device=self.device))
+        return self._run(images, labels, init_delta, first_grad)
 
     def _step(self, adv: torch.Tensor, grad: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         n = len(images)
-        grad = grad / (grad.view(n, -1).norm(p=2, dim=1) + self.eps_for_division).view(n, 1, 1, 1)
+        grad = grad / (grad.reshape(n, -1).norm(p=2, dim=1) + self.eps_for_division).view(n, 1, 1, 1)
         adv = adv + self.alpha * grad
         delta = adv - images
-        factor = torch.clamp(self.eps / delta.view(n, -1).norm(p=2, dim=1), max=1.0)
+        factor = torch.clamp(self.eps / delta.reshape(n, -1).norm(p=2, dim=1), max=1.0)
         return torch.clamp(images + delta * factor.view(-1, 1, 1, 1), min=0, max=1).detach()
 
     def draw_start(self, like: torch.Tensor) -> torch.Tensor | None:
-        """The random start ``PGDL2.forward`` draws for a batch like ``like`` (overwritten): a
-        normal direction scaled to a radius uniform in [0, eps]; None without ``random_start``."""
+        """The random start ``PGDL2.forward`` draws for a contiguous batch shaped like ``like``: a
+        normal direction scaled to a radius uniform in [0, eps]; None without ``random_start``.
+        Drawn into a new contiguous tensor: a channels-last ``like`` gets the same start."""
         if not self.random_start:
             return None
-        delta = like.normal_()
+        delta = torch.empty(like.shape, dtype=like.dtype, device=like.device).normal_()
         n = delta.view(len(delta), -1).norm(p=2, dim=1).view(len(delta), 1, 1, 1)
         r = torch.zeros_like(n).uniform_(0, 1)
         delta *= r / n * self.eps

@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from ..atomic import atomic_write, atomic_write_text
 from ..errors import TuneError
 
 
@@ -121,7 +122,9 @@ def _top_two(study: optuna.Study, kw: dict[str, Any]) -> list[str]:
 
 
 def write_visualizations(study: optuna.Study, objectives: list[Any], out: Path) -> dict[str, str]:
-    """Each figure as ``<name>.html`` and ``<name>.png``; name -> "ok" or why it was skipped."""
+    """Each figure as ``<name>.html`` and ``<name>.png``; name -> "ok" or why it was skipped.
+
+    Both are written atomically: a figure that fails leaves no half-written file."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,10 +135,10 @@ def write_visualizations(study: optuna.Study, objectives: list[Any], out: Path) 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                plotly_fig().write_html(str(out / f"{name}.html"), include_plotlyjs="cdn")
+                atomic_write_text(out / f"{name}.html", plotly_fig().to_html(include_plotlyjs="cdn"))
                 ax = mpl_fig()
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-                fig.savefig(out / f"{name}.png", dpi=90, bbox_inches="tight")
+                atomic_write(out / f"{name}.png", lambda f: fig.savefig(f, format="png", dpi=90, bbox_inches="tight"))
                 plt.close(fig)
             status[name] = "ok"
         except (ValueError, RuntimeError, ZeroDivisionError, IndexError, KeyError) as exc:
@@ -159,5 +162,5 @@ def log_study_to_parent(study: optuna.Study, client, parent_run_id: str, objecti
         client.log_text(parent_run_id, json.dumps(front, indent=1, default=str), "optuna/pareto_front.json")
     with tempfile.TemporaryDirectory() as tmp:
         status = write_visualizations(study, objectives, Path(tmp)) if done and visualize else {}
-        (Path(tmp) / "visualizations.json").write_text(json.dumps(status, indent=1))
+        atomic_write_text(Path(tmp) / "visualizations.json", json.dumps(status, indent=1))
         client.log_artifacts(parent_run_id, tmp, "optuna")

@@ -6,6 +6,9 @@ from torch import nn
 
 from rftbench.attacks import TrainAttack
 from rftbench.errors import ConfigError
+from rftbench.models import create_model
+from rftbench.objectives import create_objective
+from rftbench.training import TrainStep
 
 
 def _model(seed=0):
@@ -94,9 +97,10 @@ def test_per_module_modes_are_restored_after_crafting():
     assert [m.training for m in model] == [False, False, False, False, True] and not model.training
 
 
-# torchattacks' PGDL2 cannot run channels-last (it calls .view on the batch), and it adds 1e-10 to
-# the norm of the mean loss's gradient, which scales with 1 / batch size: one float32 ulp moves.
+# torchattacks' PGDL2 adds 1e-10 to the norm of the mean loss's gradient, which scales with
+# 1 / batch size: one float32 ulp moves.
 SLICE_CASES = [("pgd", "Linf", 0.1, False, 0), ("pgd", "Linf", 0.1, True, 0), ("pgd", "L2", 0.5, False, 3e-7),
+               ("pgd", "L2", 0.5, True, 3e-7),
                ("apgd", "Linf", 0.1, False, 0), ("apgd", "Linf", 0.1, True, 0), ("apgd", "L2", 0.5, True, 0),
                ("trades_kl", "Linf", 0.1, False, 0), ("trades_kl", "Linf", 0.1, True, 0)]
 
@@ -124,3 +128,47 @@ def test_rank_slices_attack_from_the_one_process_start(name, norm, eps, channels
     assert torch.allclose(torch.cat(parts), whole, rtol=0, atol=atol)
     torch.manual_seed(5)
     assert not torch.allclose(atk(x[6:], y[6:]), whole[6:])  # each rank drawing for itself would differ
+
+
+def _small_cnn_rgb():
+    """The embedded small_cnn with 3 input channels (a 1-channel batch is contiguous in both layouts)."""
+    torch.manual_seed(0)
+    return create_model("small_cnn", 5, pretrained=False, kwargs={"in_chans": 3})
+
+
+@pytest.mark.parametrize("rows", [None, (0, 12)])
+def test_pgd_l2_runs_channels_last_and_matches_the_contiguous_batch(rows):
+    """torchattacks' PGDL2 calls .view on the input gradient, which a channels-last model returns
+    channels-last: ``train.channels_last`` with L2 PGD failed. The channels-last attack (model and
+    batch, one process or a DDP rank's ``rows``) now gives the contiguous batch's adversarial
+    examples, and on contiguous tensors still torchattacks' own."""
+    model = _small_cnn_rgb().train()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(12, 3, 16, 16, generator=g), torch.randint(0, 5, (12,), generator=g)
+    torch.manual_seed(7)
+    ref = torchattacks.PGDL2(model, eps=0.5, alpha=0.2, steps=3)(x, y)
+    atk = TrainAttack(model, "pgd", "L2", steps=3, step_ratio=0.4)
+    atk.set_eps(0.5)
+    torch.manual_seed(7)
+    assert torch.equal(atk(x, y), ref)
+    model.to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(7)
+    adv = atk(x_cl, y) if rows is None else atk(x_cl, y, rows=rows)
+    assert torch.allclose(adv, ref, rtol=0, atol=1e-6) and not torch.equal(adv, x)
+
+
+def test_training_step_channels_last_with_l2_pgd():
+    """A training step with ``train.channels_last`` and L2 PGD: the loss of the contiguous step."""
+    losses = []
+    for channels_last in (False, True):
+        model = _small_cnn_rgb()
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        atk = TrainAttack(model, "pgd", "L2", steps=2, step_ratio=0.5)
+        step = TrainStep(model, create_objective("pgd_at"), atk, torch.optim.SGD(model.parameters(), lr=0.1),
+                         device=torch.device("cpu"), channels_last=channels_last)
+        g = torch.Generator().manual_seed(3)
+        torch.manual_seed(7)
+        losses.append(step(torch.rand(8, 3, 16, 16, generator=g), torch.randint(0, 5, (8,), generator=g), 0.5))
+    assert torch.isfinite(losses[1]) and torch.allclose(losses[1], losses[0], rtol=1e-5)

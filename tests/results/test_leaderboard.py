@@ -21,18 +21,14 @@ SCHEDULES = {"constant": {}, "linear": {"warmup": 0.5}}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, embedded_cache):
-    d = tmp_path_factory.mktemp("lb")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(d)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
-        out = {}
-        for name, params in SCHEDULES.items():
-            for seed in (0, 1):
-                cfg = tiny_config(name=f"{name}-{seed}", seed=seed, train__epochs=1, schedule__name=name,
-                                  schedule__params=params, train__log_mlflow_model=(seed == 0 and name == "linear"))
-                out[(name, seed)] = run_experiment(cfg)
-        yield d, out
+def runs(store):
+    out = {}
+    for name, params in SCHEDULES.items():
+        for seed in (0, 1):
+            cfg = tiny_config(name=f"{name}-{seed}", seed=seed, train__epochs=1, schedule__name=name,
+                              schedule__params=params, train__log_mlflow_model=(seed == 0 and name == "linear"))
+            out[(name, seed)] = run_experiment(cfg)
+    return store, out
 
 
 def _numpy_per_sample(records, metric):

@@ -21,17 +21,13 @@ from rftbench.report import write_report
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, embedded_cache):
-    d = tmp_path_factory.mktemp("report")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(d)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
-        certified = run_experiment(tiny_config(name="cert", train__epochs=1, schedule__name="constant",
-                                               schedule__params={}, eval__n_samples=16,
-                                               eval__autoattack__enabled=True, eval__autoattack__n_samples=16))
-        plain = run_experiment(tiny_config(name="plain", train__epochs=1, train__log_mlflow_model=False))
-        lb = build_leaderboard("tests", group_by=["model", "dataset"], n_resamples=200)
-        yield d, certified, plain, lb, mp
+def runs(store):
+    certified = run_experiment(tiny_config(name="cert", train__epochs=1, schedule__name="constant",
+                                           schedule__params={}, eval__n_samples=16,
+                                           eval__autoattack__enabled=True, eval__autoattack__n_samples=16))
+    plain = run_experiment(tiny_config(name="plain", train__epochs=1, train__log_mlflow_model=False))
+    lb = build_leaderboard("tests", group_by=["model", "dataset"], n_resamples=200)
+    return store, certified, plain, lb
 
 
 class _Tables(HTMLParser):
@@ -74,10 +70,10 @@ def _numbers_match_json(tables, lb):
                 assert float(got[col]) == v, (col, got[col], v)
 
 
-def test_report_is_self_contained_and_its_tables_equal_the_json_export(store, tmp_path):
+def test_report_is_self_contained_and_its_tables_equal_the_json_export(runs, tmp_path):
     import matplotlib.image
 
-    _, _, _, lb, _ = store
+    _, _, _, lb = runs
     out = write_report(lb, tmp_path / "report.html")
     text = out.read_text()
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing fetched at view time
@@ -94,11 +90,11 @@ def test_report_is_self_contained_and_its_tables_equal_the_json_export(store, tm
 
 
 @pytest.mark.slow
-def test_report_in_headless_chromium(store, tmp_path):
+def test_report_in_headless_chromium(runs, tmp_path):
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it where it can)")
-    _, _, _, lb, _ = store
+    _, _, _, lb = runs
     out = write_report(lb, tmp_path / "report.html")
     proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
                            "--virtual-time-budget=5000", "--dump-dom", out.as_uri()],
@@ -112,10 +108,10 @@ def test_report_in_headless_chromium(store, tmp_path):
     _numbers_match_json(p.tables, lb)
 
 
-def test_model_card_for_a_certified_run_and_refusal_otherwise(store, tmp_path, capsys):
+def test_model_card_for_a_certified_run_and_refusal_otherwise(runs, tmp_path, capsys):
     from rftbench.cli import main
 
-    _, certified, plain, _, _ = store
+    _, certified, plain, _ = runs
     if not certified.record["certified"]:
         pytest.fail(f"the AutoAttack run was expected to be certified: {certified.record['warnings']}")
     out = export_model_card(certified.run_id, tmp_path / "card")

@@ -15,16 +15,6 @@ from rftbench.tracking import client_for
 from rftbench.tuning import TuneOptions, tune
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, embedded_cache):
-    """One MLflow store and Optuna storage for the module (each test its own study name)."""
-    d = tmp_path_factory.mktemp("tune-study")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(d)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
-        yield d
-
-
 def _cfg(**kw):
     base = dict(train__epochs=1, train__val_samples=16, attack__steps=1, eval__num_points=2, eval__sweep_steps=1,
                 schedule={"name": "epsilon_scheduling", "params": {}})
