@@ -3,7 +3,8 @@
 On the embedded default (small CNN pretrained on digits 0-4, fine-tuned on 5-9; fixed seeds),
 a TPE study over ``epsilon_scheduling``'s ``start``/``end`` pruned by Hyperband with the
 library's settings (``--pruner hyperband``: epochs are the budget, min_resource 1 epoch,
-max_resource = the epochs, reduction factor 3) against the same study unpruned, the same number
+max_resource = the epochs, reduction factor 3, ties at a rung promoted only into its top 1/3:
+``rftbench/tuning/pruners.py``) against the same study unpruned, the same number
 of trials, for each of ``--seeds`` sampler seeds (the config seed, from which every trial's
 sampler seed is derived). Both studies run as ``rftbench tune`` does by default: trials share
 the epochs their schedules keep at eps = 0 (the first trial to reach one trains it, later ones
@@ -14,17 +15,19 @@ restore it; ``rftbench/training/prefix.py``), each study its own. Reported:
 - the same ratio counting every epoch each trial went through (what the studies would train
   with ``--no-share-prefix``: restoring is bit-identical here, so the studies are the same);
 - the gap between the best validation ER found (unpruned minus pruned, averaged over seeds, in
-  points; target <= 1).
+  points; target <= 1);
+- both again for Optuna's own Hyperband (``--pruner optuna_hyperband``, which promotes every
+  trial tied at a rung), a third study per seed.
 
 All are counts and values of deterministic studies (one torch thread, fixed seeds), so they do
 not depend on machine load; wall times are printed beside. Per pruned study it also prints where
 its trials stopped and per seed how many unpruned trials had the same validation ER after epoch 1
-(schedules still at eps = 0 then train the same model: Hyperband cannot tell them apart at its
+(schedules still at eps = 0 then train the same model: no pruner can tell them apart at the
 first rung). The last line is one JSON object.
 
     python benchmarks/perf_tune.py [--trials 30] [--epochs 8] [--seeds 3] [--jobs 3]
 
-About 12 minutes with 3 jobs on 2 busy cores (180 trials).
+About 12 minutes with 3 jobs on 2 busy cores (270 trials).
 """
 from __future__ import annotations
 
@@ -75,6 +78,9 @@ def run_study(workdir: Path, seed: int, epochs: int, trials: int, pruner: str) -
             "same_epoch1_er": first.most_common(1)[0][1], "wall_s": time.perf_counter() - t0}
 
 
+PRUNERS = ("none", "hyperband", "optuna_hyperband")  # the last: Optuna's own, promoting every tie (for comparison)
+
+
 def run_seed(seed: int, epochs: int, trials: int, threads: int) -> list[dict]:
     """Both studies of one sampler seed, in a fresh working directory and MLflow store."""
     import optuna
@@ -87,22 +93,27 @@ def run_seed(seed: int, epochs: int, trials: int, threads: int) -> list[dict]:
         work = Path(tmp)
         os.chdir(work)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-        for pruner in ("none", "hyperband"):
+        for pruner in PRUNERS:
             rows.append({"seed": seed, "pruner": pruner, **run_study(work, seed, epochs, trials, pruner)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
 def summary(rows: list[dict], args: argparse.Namespace) -> dict:
-    by = {p: sorted((r for r in rows if r["pruner"] == p), key=lambda r: r["seed"]) for p in ("none", "hyperband")}
+    by = {p: sorted((r for r in rows if r["pruner"] == p), key=lambda r: r["seed"]) for p in PRUNERS}
     ratio = sum(r["epochs"] for r in by["hyperband"]) / sum(r["epochs"] for r in by["none"])
     per_seed = [round(b["epochs"] / a["epochs"], 4) for a, b in zip(by["none"], by["hyperband"])]
     unshared = (sum(r["epochs_gone_through"] for r in by["hyperband"])
                 / sum(r["epochs_gone_through"] for r in by["none"]))
     gap = 100 * sum(a["best_val_er"] - b["best_val_er"] for a, b in zip(by["none"], by["hyperband"])) / args.seeds
+    optuna_ties = sum(r["epochs"] for r in by["optuna_hyperband"]) / sum(r["epochs"] for r in by["none"])
+    optuna_gap = 100 * sum(a["best_val_er"] - b["best_val_er"]
+                           for a, b in zip(by["none"], by["optuna_hyperband"])) / args.seeds
     return {"pruned_study_epochs_vs_unpruned": {"ratio": round(ratio, 4), "target": 0.5, "per_seed": per_seed,
                                                 "epochs": {p: [r["epochs"] for r in by[p]] for p in by},
-                                                "without_shared_prefix": round(unshared, 4)},
+                                                "without_shared_prefix": round(unshared, 4),
+                                                "optuna_hyperband": round(optuna_ties, 4),
+                                                "optuna_hyperband_er_gap_points": round(optuna_gap, 3)},
             "best_val_er_gap_points": {"ratio": round(max(gap, 0.0), 3), "target": 1.0, "signed_points": round(gap, 3),
                                        "unpruned": [r["best_val_er"] for r in by["none"]],
                                        "pruned": [r["best_val_er"] for r in by["hyperband"]]},

@@ -77,3 +77,8 @@ class TuneError(RftbenchError):
 class LauncherError(RftbenchError):
     """A launcher cannot start: its extra is not installed, its cluster does not answer, or its
     options make no sense together."""
+
+
+class RankFailedError(RftbenchError):
+    """Another rank of this DDP job failed with an error of its own (it recorded it in the run
+    directory before it exited), so this rank stopped too: the run ends FAILED with that error."""

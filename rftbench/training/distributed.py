@@ -22,9 +22,8 @@ A rank that dies (SIGKILL, the OOM killer): torchrun stops the others. A survivi
 training then fails because that peer is gone raises :class:`RankLost` (a KeyboardInterrupt,
 so rank 0 ends the MLflow run KILLED, not FAILED; peers on this host are checked by pid). A
 rank that fails with an error of its own records it in the run directory before it exits
-(:func:`record_failure`); the survivors then raise :class:`RankFailed` with that error, and the
-run ends FAILED. If
-rank 0 itself dies, or is stopped before it could end the run, the run is left RUNNING; under
+(:func:`record_failure`); the survivors then raise :class:`~rftbench.errors.RankFailedError`
+with that error, and the run ends FAILED. If rank 0 itself dies, or is stopped before it could end the run, the run is left RUNNING; under
 ``rftbench train --nproc N`` the launching process ends it KILLED (it learns the run id from the
 file named by ``RFTBENCH_RUN_ID_FILE``, see :func:`announce_run` and
 :mod:`rftbench.launch.torchrun`); under a bare ``torchrun`` it stays RUNNING until
@@ -42,7 +41,6 @@ from typing import Any, Iterator, Optional
 import torch
 import torch.distributed as dist
 
-from ..errors import RftbenchError
 from .callbacks import SignalStop
 
 RUN_ID_FILE_ENV = "RFTBENCH_RUN_ID_FILE"
@@ -53,11 +51,6 @@ class RankLost(KeyboardInterrupt):
     """Another rank of this DDP job was killed, so this one stopped too. A KeyboardInterrupt, so
     that the MLflow run ends KILLED (resumable with ``rftbench train CONFIG --resume RUN_ID``),
     not FAILED."""
-
-
-class RankFailed(RftbenchError):
-    """Another rank of this DDP job failed with an error of its own (recorded in the run
-    directory, :func:`record_failure`), so this one stopped too: the run ends FAILED."""
 
 
 def _failure_file(run_dir: str | Path, rank: int) -> Path:

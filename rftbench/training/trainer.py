@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from ..config import ExperimentConfig
 from ..data import EpochSampler
-from ..errors import CheckpointError, ConfigError, RftbenchError, TrainingDivergedError
+from ..errors import CheckpointError, ConfigError, RankFailedError, RftbenchError, TrainingDivergedError
 from ..models import PixelModel, save_checkpoint
 from ..objectives import create_objective
 from ..scheduling import create_schedule
@@ -157,7 +157,7 @@ class Trainer:
         return result
 
     def _peer_stop(self, exc: BaseException) -> Optional[BaseException]:
-        """Under DDP, what ``exc`` means for the run: :class:`~.distributed.RankFailed` when
+        """Under DDP, what ``exc`` means for the run: :class:`~rftbench.errors.RankFailedError` when
         another rank recorded an error of its own, :class:`~.distributed.RankLost` when a
         collective failed because another rank is gone (killed); else None (``exc`` is this
         rank's own failure, recorded for the others, or a stop)."""
@@ -165,8 +165,9 @@ class Trainer:
             return None
         failed = [] if isinstance(exc, RftbenchError) else ddp.peer_failures(self.run_dir, self.dist.world)
         if failed:
-            return ddp.RankFailed(f"{'; '.join(failed)[:1500]}. This rank stopped with it (here: {type(exc).__name__}); "
-                                  f"fix the cause, then resume with `rftbench train CONFIG --resume RUN_ID`.")
+            return RankFailedError(f"{'; '.join(failed)[:1500]}. This rank stopped with it (here: "
+                                   f"{type(exc).__name__}); fix the cause, then resume with "
+                                   f"`rftbench train CONFIG --resume RUN_ID`.")
         lost = [] if isinstance(exc, RftbenchError) else ddp.lost_peers()
         if lost:  # a collective failed because another rank died: the run was killed, not failed
             return ddp.RankLost(f"{', '.join(lost)} of this DDP job was killed, so this rank stopped too; resume "
