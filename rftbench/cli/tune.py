@@ -107,10 +107,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("--storage", help="Optuna RDB URL (default sqlite:///optuna.db)")
     tu.add_argument("--study", help="study name (workers sharing a name and storage join one study)")
     tu.add_argument("--sampler", default="tpe", help="tpe, random, cmaes, gp, qmc, grid, nsgaii")
-    tu.add_argument("--pruner", default=None, help="none, median, percentile, successive_halving, hyperband "
-                                                   "(ties promoted only into the top 1/3; optuna_successive_halving, "
-                                                   "optuna_hyperband: Optuna's, promoting every tie), "
-                                                   "wilcoxon (default: median; none for several objectives)")
+    tu.add_argument("--pruner", default=None, help="none, median, percentile, successive_halving, hyperband, "
+                                                   "successive_halving_topk, hyperband_topk (ties at a rung promoted "
+                                                   "only into its top 1/3), wilcoxon (default: median; none for "
+                                                   "several objectives)")
     tu.add_argument("--objectives", default="val_er", help="comma-separated: val_er, val_clean, val_pgd, "
                                                            "train_compute (several = a multi-objective study)")
     tu.add_argument("--grid-points", type=int, default=5, help="points per parameter of the grid sampler")

@@ -5,8 +5,8 @@ Every schedule of the Epsilon-Scheduling family starts with eps = 0 for a fracti
 (``start``), and at eps = 0 the attack is skipped: two trials that differ only in the schedule
 train the same model, bit for bit, until the first batch with eps > 0. :class:`SharedPrefix`
 (a :class:`~rftbench.training.callbacks.Callback`) stores the training state at the end of each
-such all-eps-0 epoch under a key of everything that shapes training except the schedule
-(:func:`prefix_key`), and hands it back to a later run with the same key, which then restores it
+such all-eps-0 epoch under a key of everything that shapes training except the schedule (the
+config, the starting weights' digest, the versions: :func:`prefix_key`), and hands it back to a later run with the same key, which then restores it
 instead of training the epoch (the trainer's ``reuse_epoch`` hook). The reused epoch goes through
 every callback's ``on_epoch_end`` with the metrics the first run recorded (MLflow, pruning,
 checkpoints), so a run that reuses its prefix is the run that would have trained it.
@@ -41,14 +41,25 @@ NOT_IN_KEY = ("name", "experiment", "output_dir", "tracking.", "schedule.", "sea
               "train.checkpoint_every", "train.checkpoint_every_steps")
 
 
-def prefix_key(cfg, epochs: int) -> str:
-    """The hex key of the state after ``epochs`` epochs at eps = 0 of a run of ``cfg``."""
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """A digest of a model's weights (the pretrained starting point: the config names it, the
+    digest says it is the same file)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(state_dict.items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def prefix_key(cfg, epochs: int, start_weights: str = "") -> str:
+    """The hex key of the state after ``epochs`` epochs at eps = 0 of a run of ``cfg`` that
+    started from weights with digest ``start_weights``."""
     from .. import __version__
 
     flat = {k: v for k, v in cfg.flat().items()
             if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in NOT_IN_KEY)}
     ident = {"config": flat, "epochs_at_eps0": epochs, "state_format": STATE_FORMAT, "rftbench": __version__,
-             "torch": torch.__version__}
+             "torch": torch.__version__, "start_weights": start_weights}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -67,15 +78,18 @@ class SharedPrefix(Callback):
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        self.shared_epochs = 0  # of this run: its leading eps-0 epochs
+        self.shared_epochs = 0  # of this run: its leading eps-0 epochs (0 when resumed or under DDP)
+        self.start_weights = ""  # digest of the weights the run started from, part of every key
         self.live = True  # False after the first miss: later epochs are never reused
 
     def on_run_start(self, trainer):
-        self.shared_epochs = 0 if trainer.dist.active else eps0_epochs(trainer)
-        self.live = trainer.start_batch == 0
+        fresh = trainer.start_epoch == 0 and trainer.start_batch == 0  # a resumed run shares nothing
+        self.shared_epochs = eps0_epochs(trainer) if fresh and not trainer.dist.active else 0
+        self.start_weights = weights_digest(trainer.model.net.state_dict()) if self.shared_epochs else ""
+        self.live = True
 
     def path(self, trainer: "Trainer", epochs: int) -> Path:
-        return self.directory / f"{prefix_key(trainer.cfg, epochs)}.pt"
+        return self.directory / f"{prefix_key(trainer.cfg, epochs, self.start_weights)}.pt"
 
     def reuse_epoch(self, trainer, epoch) -> Optional[TrainingState]:
         if not self.live or epoch >= self.shared_epochs:

@@ -20,8 +20,8 @@ from .space import SearchSpace
 SAMPLERS: Registry = Registry("sampler")
 PRUNERS: Registry = Registry("pruner")
 MULTI_OBJECTIVE_SAMPLERS = ("nsgaii", "tpe", "random", "gp", "qmc", "grid")
-SINGLE_OBJECTIVE_PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "optuna_successive_halving",
-                            "optuna_hyperband", "wilcoxon")
+SINGLE_OBJECTIVE_PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "successive_halving_topk",
+                            "hyperband_topk", "wilcoxon")
 
 
 def trial_seed(config_seed: int, trial_number: int) -> int:
@@ -98,20 +98,21 @@ SAMPLERS.add("nsgaii", lambda seed, space, gp: optuna.samplers.NSGAIISampler(see
 PRUNERS.add("none", lambda epochs: optuna.pruners.NopPruner())
 PRUNERS.add("median", lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
 PRUNERS.add("percentile", lambda epochs: optuna.pruners.PercentilePruner(33.0, n_startup_trials=2))
-# Successive halving and Hyperband on epochs: rungs at 1, 3, 9, ... epochs. Ties at a rung are
-# promoted only into its top 1/3 (pruners.py: trials still at eps = 0 tie bit for bit; Optuna's
-# own pruners promote every tied trial, kept as optuna_successive_halving / optuna_hyperband).
-# Hyperband: floor(log3(epochs)) + 1 brackets (2 for 3-8 epochs), trials assigned to brackets by
-# a hash of (study name, trial number); TPE then sees only its bracket's trials. bootstrap_count
-# stays 0: above 0 Optuna prunes the first trials at every rung (the enqueued defaults among
-# them) instead of holding them back. benchmarks/perf_tune.py measures what this saves.
-PRUNERS.add("successive_halving", lambda epochs: TopKSuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
-PRUNERS.add("hyperband", lambda epochs: TopKHyperbandPruner(min_resource=1, max_resource=max(1, epochs),
-                                                            reduction_factor=3))
-PRUNERS.add("optuna_successive_halving", lambda epochs: optuna.pruners.SuccessiveHalvingPruner(
+# Successive halving and Hyperband on epochs: rungs at 1, 3, 9, ... epochs. Hyperband:
+# floor(log3(epochs)) + 1 brackets (2 for 3-8 epochs), trials assigned to brackets by a hash of
+# (study name, trial number); TPE then sees only its bracket's trials. bootstrap_count stays 0:
+# above 0 Optuna prunes the first trials at every rung (the enqueued defaults among them) instead
+# of holding them back. The *_topk variants promote trials tied at a rung only into its top 1/3
+# (pruners.py; Optuna promotes every tie, and trials still at eps = 0 tie bit for bit): they
+# save more compute and lose more of the best ER (benchmarks/perf_tune.py, NOTES.md).
+PRUNERS.add("successive_halving", lambda epochs: optuna.pruners.SuccessiveHalvingPruner(
     min_resource=1, reduction_factor=3))
-PRUNERS.add("optuna_hyperband", lambda epochs: optuna.pruners.HyperbandPruner(
+PRUNERS.add("hyperband", lambda epochs: optuna.pruners.HyperbandPruner(
     min_resource=1, max_resource=max(1, epochs), reduction_factor=3))
+PRUNERS.add("successive_halving_topk", lambda epochs: TopKSuccessiveHalvingPruner(min_resource=1,
+                                                                                   reduction_factor=3))
+PRUNERS.add("hyperband_topk", lambda epochs: TopKHyperbandPruner(min_resource=1, max_resource=max(1, epochs),
+                                                                 reduction_factor=3))
 # Wilcoxon pairs the trial's per-epoch values with the best trial's (epochs as instances)
 PRUNERS.add("wilcoxon", lambda epochs: optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=1))
 

@@ -64,6 +64,20 @@ def test_no_reuse_across_other_settings_or_past_the_eps0_prefix(workdir, tmp_pat
     early, _ = run(cfg(0.3, 0.9), tmp_path, "c", shared)  # eps > 0 within epoch 2: only epoch 1 is shared
     assert early.info["epochs_reused"] == 1
     assert prefix_key(cfg(0.6, 0.9), 1) == prefix_key(cfg(0.3, 0.5, name="x"), 1) != prefix_key(cfg(0.6, 0.9), 2)
+    assert prefix_key(cfg(0.6, 0.9), 1, "a") != prefix_key(cfg(0.6, 0.9), 1, "b")  # other starting weights
+
+
+def test_other_starting_weights_share_nothing(workdir, tmp_path):
+    from rftbench.setup import build_task
+
+    shared = tmp_path / "shared"
+    run(cfg(0.6, 0.9), tmp_path, "a", shared)
+    c = cfg(0.6, 0.9)
+    task = build_task(c)
+    with torch.no_grad():
+        next(task.model.parameters()).add_(1e-3)  # say, a pretrained checkpoint that changed
+    res = train(c, run_dir=tmp_path / "b", task=task, callbacks=[SharedPrefix(shared)])
+    assert res.info["epochs_reused"] == 0 and len(list(shared.glob("*.pt"))) == 4
 
 
 def test_eps0_epochs_counts_whole_epochs_at_eps_zero(workdir, tmp_path):

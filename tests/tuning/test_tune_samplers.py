@@ -37,7 +37,7 @@ def test_each_sampler_runs_a_real_study(store, sampler):
         assert grid <= {(a, b) for a in (0.0, 1.0) for b in (0.0, 1.0)} and len(grid) == 2
 
 
-@pytest.mark.parametrize("pruner", ["median", "percentile", "successive_halving", "hyperband", "optuna_hyperband",
+@pytest.mark.parametrize("pruner", ["median", "percentile", "successive_halving", "hyperband", "hyperband_topk",
                                     "wilcoxon"])
 def test_each_pruner_sees_per_epoch_values(store, pruner):
     storage = f"sqlite:///{store / 'optuna.db'}"
