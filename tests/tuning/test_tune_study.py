@@ -208,7 +208,11 @@ def test_trials_share_the_eps0_epochs_an_earlier_trial_trained(store):
              for t in trials]
     assert {(m.step, m.value) for m in first} == {(0, trials[0].intermediate_values[1])}
     assert len(list((store / cfg.output_dir / "shared-prefix" / "shared").glob("*.pt"))) == 1
-    alone = tune(cfg, _opts(store, "shared-off", trials=2, share_prefix=False))
-    off = optuna.load_study(study_name="shared-off", storage=alone.storage).trials
+    cfg_path = store / "shared.yaml"
+    cfg_path.write_text(json.dumps(cfg.model_dump(mode="json")))  # JSON is YAML
+    storage = f"sqlite:///{store / 'optuna.db'}"
+    assert main(["tune", str(cfg_path), "--study", "shared-off", "--trials", "2", "--no-share-prefix", "--storage",
+                 storage, "--sampler", "random", "--pruner", "none", "--json"]) == 0
+    off = optuna.load_study(study_name="shared-off", storage=storage).trials
     assert [t.user_attrs["epochs_reused"] for t in off] == [0, 0]
     assert off[0].intermediate_values[1] == trials[0].intermediate_values[1]
