@@ -24,7 +24,7 @@ its trials stopped and per seed how many unpruned trials had the same validation
 (schedules still at eps = 0 then train the same model: no pruner can tell them apart at the
 first rung). The last line is one JSON object.
 
-    python benchmarks/perf_tune.py [--trials 30] [--epochs 8] [--seeds 3] [--jobs 3]
+    python benchmarks/perf_tune.py [--trials 30] [--epochs 8] [--seeds 3] [--first-seed 0] [--jobs 3]
 
 About 12 minutes with 3 jobs on 2 busy cores (270 trials).
 """
@@ -116,7 +116,8 @@ def summary(rows: list[dict], args: argparse.Namespace) -> dict:
             "best_val_er_gap_points": {"ratio": round(max(gap, 0.0), 3), "target": 1.0, "signed_points": round(gap, 3),
                                        "unpruned": [r["best_val_er"] for r in by["none"]],
                                        "pruned": [r["best_val_er"] for r in by["hyperband"]]},
-            "setup": {"trials": args.trials, "epochs": args.epochs, "seeds": args.seeds, "pruner": "hyperband",
+            "setup": {"trials": args.trials, "epochs": args.epochs, "seeds": args.seeds, "first_seed": args.first_seed,
+                      "pruner": "hyperband",
                       "sampler": "tpe"}}
 
 
@@ -125,6 +126,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="sampler seeds first-seed, first-seed + 1, ...")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1),
                     help="seeds run in this many processes at once (the figures do not depend on it)")
@@ -133,7 +135,7 @@ def main() -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run_seed, s, args.epochs, args.trials, args.threads) for s in range(args.seeds)]
+        futures = [pool.submit(run_seed, s, args.epochs, args.trials, args.threads) for s in range(args.first_seed, args.first_seed + args.seeds)]
         rows = [r for f in futures for r in f.result()]
     out = summary(rows, args)
     print(f"{'seed':>4} {'pruner':>10} {'epochs':>7} {'(restored)':>10} {'best val ER':>12} {'wall s':>7}  "
