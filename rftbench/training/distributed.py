@@ -174,10 +174,9 @@ def check_batches(plan: Any, world: int) -> None:
     of ``world`` ranks at least one sample (an empty slice would make a rank's loss NaN)."""
     from ..errors import ConfigError
 
-    smallest = min(plan.batch_size, plan.size_of(plan.steps_per_epoch - 1))
-    if smallest >= world:
-        return
     last = plan.size_of(plan.steps_per_epoch - 1)
+    if min(plan.batch_size, last) >= world:
+        return
     what = (f"data.batch_size {plan.batch_size}" if plan.batch_size < world else
             f"the last batch of every epoch ({plan.n_train} training samples in batches of {plan.batch_size} "
             f"leave {last})")

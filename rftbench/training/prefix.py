@@ -6,15 +6,17 @@ Every schedule of the Epsilon-Scheduling family starts with eps = 0 for a fracti
 train the same model, bit for bit, until the first batch with eps > 0. :class:`SharedPrefix`
 (a :class:`~rftbench.training.callbacks.Callback`) stores the training state at the end of each
 such all-eps-0 epoch under a key of everything that shapes training except the schedule (the
-config, the starting weights' digest, the versions: :func:`prefix_key`), and hands it back to a later run with the same key, which then restores it
-instead of training the epoch (the trainer's ``reuse_epoch`` hook). The reused epoch goes through
+config, the starting weights' digest, the versions: :func:`prefix_key`), and hands it back to a
+later run with the same key, which then restores it instead of training the epoch (the
+trainer's ``reuse_epoch`` hook). The reused epoch goes through
 every callback's ``on_epoch_end`` with the metrics the first run recorded (MLflow, pruning,
 checkpoints), so a run that reuses its prefix is the run that would have trained it.
 
 On CPU with ``data.num_workers: 0`` a run that reuses a prefix ends with the same weights as one
 that trains it (tested); elsewhere it is the same training up to the device's nondeterminism.
 Entries are written atomically, so workers of one study may share a directory; a corrupt entry
-is a miss (with a warning) and is written again. ``trainer.epochs_reused`` counts the epochs a run restored.
+is a miss (with a warning) and is written again. ``trainer.epochs_reused`` counts the epochs a
+run restored.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import torch
 
 from ..errors import CheckpointError
 from .callbacks import Callback
-from .state import STATE_FORMAT, TrainingState
+from .state import STATE_FORMAT, TrainingState, config_without
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -56,10 +58,8 @@ def prefix_key(cfg, epochs: int, start_weights: str = "") -> str:
     started from weights with digest ``start_weights``."""
     from .. import __version__
 
-    flat = {k: v for k, v in cfg.flat().items()
-            if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in NOT_IN_KEY)}
-    ident = {"config": flat, "epochs_at_eps0": epochs, "state_format": STATE_FORMAT, "rftbench": __version__,
-             "torch": torch.__version__, "start_weights": start_weights}
+    ident = {"config": config_without(cfg, NOT_IN_KEY), "epochs_at_eps0": epochs, "state_format": STATE_FORMAT,
+             "rftbench": __version__, "torch": torch.__version__, "start_weights": start_weights}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

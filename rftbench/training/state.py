@@ -51,10 +51,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def config_without(cfg: ExperimentConfig, excluded: tuple[str, ...]) -> dict[str, Any]:
+    """``cfg.flat()`` without the keys in ``excluded`` (an entry ending in "." excludes a section)."""
+    return {k: v for k, v in cfg.flat().items()
+            if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in excluded)}
+
+
 def resume_config(cfg: ExperimentConfig) -> dict[str, str]:
     """The config keys that change training (all but :data:`RESUME_MAY_DIFFER`), as JSON strings."""
-    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in cfg.flat().items()
-            if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in RESUME_MAY_DIFFER)}
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in config_without(cfg, RESUME_MAY_DIFFER).items()}
 
 
 def check_resume_config(saved: dict[str, str], cfg: ExperimentConfig, path: Path) -> None:

@@ -163,12 +163,15 @@ class Trainer:
         rank's own failure, recorded for the others, or a stop)."""
         if isinstance(exc, KeyboardInterrupt):
             return None
-        failed = [] if isinstance(exc, RftbenchError) else ddp.peer_failures(self.run_dir, self.dist.world)
+        if isinstance(exc, RftbenchError):  # this rank's own error
+            ddp.record_failure(self.run_dir, self.dist.rank, exc)
+            return None
+        failed = ddp.peer_failures(self.run_dir, self.dist.world)
         if failed:
             return RankFailedError(f"{'; '.join(failed)[:1500]}. This rank stopped with it (here: "
                                    f"{type(exc).__name__}); fix the cause, then resume with "
                                    f"`rftbench train CONFIG --resume RUN_ID`.")
-        lost = [] if isinstance(exc, RftbenchError) else ddp.lost_peers()
+        lost = ddp.lost_peers()
         if lost:  # a collective failed because another rank died: the run was killed, not failed
             return ddp.RankLost(f"{', '.join(lost)} of this DDP job was killed, so this rank stopped too; resume "
                                 f"with `rftbench train CONFIG --resume RUN_ID` (any number of processes). Here: "
@@ -212,9 +215,7 @@ class Trainer:
             if int(st.epoch) != epoch + 1 or int(st.batch) != 0 or not st.history:
                 raise CheckpointError(f"{type(cb).__name__} offered a state at epoch {st.epoch}, batch {st.batch} "
                                       f"for the end of epoch {epoch}.")
-            resumed, elapsed = self.resumed_from, self.elapsed
-            self.restore_state(st)
-            self.resumed_from, self.elapsed = resumed, elapsed
+            self._load_training(st)  # this run's clock and resumed_from stay its own
             self.epochs_reused += 1
             metrics = {k: v for k, v in self.history[-1].items() if k != "epoch"}
             self._emit("on_epoch_end", epoch, metrics)
@@ -338,7 +339,18 @@ class Trainer:
         return self.state_path
 
     def restore_state(self, st: TrainingState) -> None:
-        """Continue from ``st``: weights, optimizer, LR schedule, scaler, RNG, position, counters."""
+        """Continue from ``st``: weights, optimizer, LR schedule, scaler, RNG, position, counters,
+        clock and a half-done epoch's statistics (``resumed_from`` says where)."""
+        self._load_training(st)
+        self.elapsed = float(st.elapsed_s)
+        if self.start_batch and self.dist.is_main:  # the saved statistics are those of all ranks
+            self.epoch_meter.load(st.epoch_meter)
+            self.epoch_time = float(st.epoch_time_s)
+        self.resumed_from = {"epoch": self.start_epoch, "batch": self.start_batch}
+
+    def _load_training(self, st: TrainingState) -> None:
+        """What ``st`` holds of the training itself: weights, optimizer, LR schedule, scaler, RNG,
+        position, history and counters."""
         self.model.net.load_state_dict(st.model)
         self.optimizer.load_state_dict(st.optimizer)
         self.lr_schedule.load_state_dict(st.lr_schedule)
@@ -347,13 +359,8 @@ class Trainer:
         set_rng_state(st.rng)
         self.start_epoch, self.start_batch = int(st.epoch), int(st.batch)
         self.history, self.attack_steps = list(st.history or []), int(st.attack_steps)
-        self.elapsed = float(st.elapsed_s)
         self.step.opt_steps = int(st.opt_steps if st.opt_steps is not None
                                   else self.start_epoch * self.plan.opt_steps_per_epoch)
-        if self.start_batch and self.dist.is_main:  # the saved statistics are those of all ranks
-            self.epoch_meter.load(st.epoch_meter)
-            self.epoch_time = float(st.epoch_time_s)
-        self.resumed_from = {"epoch": self.start_epoch, "batch": self.start_batch}
 
     def _resume_if_asked(self, resume: bool) -> None:
         if not resume:

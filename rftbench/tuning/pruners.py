@@ -17,29 +17,18 @@ Hyperband with this pruner in every bracket.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import optuna
 from optuna.pruners import HyperbandPruner, SuccessiveHalvingPruner
+# Optuna's own rung bookkeeping (the system attribute per completed rung), version pinned in constraints.txt
+from optuna.pruners._successive_halving import _completed_rung_key, _get_current_rung
 from optuna.study import StudyDirection
-
-
-def _rung_key(rung: int) -> str:
-    return f"completed_rung_{rung}"  # the system attribute Optuna's successive halving records
 
 
 def _promoted_key(rung: int) -> str:
     return f"rftbench:promoted_rung_{rung}"
 
 
-def _rungs_done(system_attrs: dict[str, Any]) -> int:
-    rung = 0
-    while _rung_key(rung) in system_attrs:
-        rung += 1
-    return rung
-
-
-def promotable(value: float, better: int, tied_promoted: int, n_at_rung: int, reduction_factor: int) -> bool:
+def promotable(better: int, tied_promoted: int, n_at_rung: int, reduction_factor: int) -> bool:
     """Whether a trial with ``better`` trials ahead of it and ``tied_promoted`` trials of its value
     already promoted, among ``n_at_rung`` at the rung (itself included), is in the top k =
     max(1, n // eta)."""
@@ -51,7 +40,7 @@ class TopKSuccessiveHalvingPruner(SuccessiveHalvingPruner):
     1/eta at each rung (the module docstring says how and why); same arguments."""
 
     def prune(self, study: "optuna.study.Study", trial: "optuna.trial.FrozenTrial") -> bool:
-        first_new = _rungs_done(trial.system_attrs)  # read before Optuna records this step's rungs
+        first_new = _get_current_rung(trial)  # read before Optuna records this step's rungs
         if super().prune(study, trial):
             return True
         trials = study.get_trials(deepcopy=False)
@@ -59,15 +48,18 @@ class TopKSuccessiveHalvingPruner(SuccessiveHalvingPruner):
         if me is None:
             return False
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
-        for rung in range(first_new, _rungs_done(me.system_attrs)):
-            key, value = _rung_key(rung), me.system_attrs[_rung_key(rung)]
+        for rung in range(first_new, _get_current_rung(me)):
+            key = _completed_rung_key(rung)
+            value = me.system_attrs[key]
             others = [t for t in trials if key in t.system_attrs and t.number != me.number]
             better = sum(1 for t in others if sign * t.system_attrs[key] > sign * value)
             tied = sum(1 for t in others if t.system_attrs[key] == value and _promoted_key(rung) in t.system_attrs)
-            if not promotable(value, better, tied, len(others) + 1, self._reduction_factor):
+            if not promotable(better, tied, len(others) + 1, self._reduction_factor):
                 return True
             study._storage.set_trial_system_attr(trial._trial_id, _promoted_key(rung), True)
         return False
+
+
 class TopKHyperbandPruner(HyperbandPruner):
     """:class:`optuna.pruners.HyperbandPruner` whose brackets are
     :class:`TopKSuccessiveHalvingPruner` s (same arguments, same brackets and trial allocation)."""
