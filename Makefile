@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.rftbench-installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast test-repeat bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(STAMP)
 # the inner loop: everything except the tests marked slow (several processes, servers, browsers)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# flakiness before CI sees it: the slow and signal tests N times, with failures counted per test
+N ?= 3
+test-repeat: $(STAMP)
+	$(PY) tools/test_repeat.py -n $(N)
 
 bench: $(STAMP)
 	for f in benchmarks/perf_*.py; do $(PY) $$f || exit 1; done

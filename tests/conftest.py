@@ -1,7 +1,9 @@
 """Shared fixtures: every test gets its own MLflow store, cache and working directory."""
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import warnings
 
 import pytest
@@ -11,6 +13,22 @@ warnings.filterwarnings("ignore", message=".*SQLAlchemy.*", category=Deprecation
 # one thread: the toy models here are too small to gain from more, and under load
 # (several test processes) extra threads cost far more than they give
 torch.set_num_threads(1)
+
+
+_SIGNAL_WORDS = re.compile(r"\bSIG(TERM|INT|KILL|USR[12])\b|signal\.|os\.kill|raise_signal")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``signals`` every test whose own code sends or handles a signal (``make test-repeat``
+    reruns them with the ``slow`` ones): the mark follows the code, so no test can forget it."""
+    for item in items:
+        fn = getattr(item, "function", None)
+        try:
+            src = inspect.getsource(fn) if fn is not None else ""
+        except (OSError, TypeError):
+            src = ""
+        if _SIGNAL_WORDS.search(src):
+            item.add_marker(pytest.mark.signals)
 
 
 @pytest.fixture(scope="session")
