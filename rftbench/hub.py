@@ -94,12 +94,12 @@ def _timm_pretrained_cfg(model_name: str):
         return None
 
 
-def timm_weights_cached(model_name: str) -> bool:
-    """Whether timm's pretrained weights for ``model_name`` are already cached locally
-    (the Hugging Face cache, or torch.hub's cache for weights that come from a URL)."""
+def timm_cached_file(model_name: str) -> str | None:
+    """The locally cached file of timm's pretrained weights for ``model_name`` (the Hugging Face
+    cache, or torch.hub's cache for weights that come from a URL), or None when none is cached."""
     cfg = _timm_pretrained_cfg(model_name)
     if cfg is None:
-        return False
+        return None
     hf_id = getattr(cfg, "hf_hub_id", None)
     if hf_id:
         try:
@@ -108,13 +108,19 @@ def timm_weights_cached(model_name: str) -> bool:
             names = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else []
             names += ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
             for fname in names:
-                if isinstance(try_to_load_from_cache(hf_id, fname), str):
-                    return True
+                found = try_to_load_from_cache(hf_id, fname)
+                if isinstance(found, str):
+                    return found
         except Exception:
-            return False
-        return False
+            return None
+        return None
     url = getattr(cfg, "url", None)
-    return bool(url) and url_cache_path(url).is_file()
+    return str(url_cache_path(url)) if url and url_cache_path(url).is_file() else None
+
+
+def timm_weights_cached(model_name: str) -> bool:
+    """Whether timm's pretrained weights for ``model_name`` are already cached locally."""
+    return timm_cached_file(model_name) is not None
 
 
 def require_hub_or_file(model_name: str) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -51,6 +52,31 @@ def weights_only_loads() -> Iterator[None]:
             os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
         else:
             os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
+
+
+def _refused_globals(exc: BaseException) -> list[str] | None:
+    """The pickle globals a weights-only ``torch.load`` refused (e.g. ``posix.system``), when
+    ``exc`` or an exception it was raised from is that refusal; else None."""
+    names: list[str] = []
+    refused = False
+    while exc is not None:
+        text = str(exc)
+        if "Weights only load failed" in text or "weights_only=True blocked" in text:
+            refused = True
+            names += [n for n in re.findall(r"GLOBAL ([A-Za-z_][\w.]*\w)", text) if n not in names]
+        exc = exc.__cause__ or exc.__context__
+    return names if refused else None
+
+
+def unsafe_pickle_error(what: str, exc: BaseException, todo: str) -> CheckpointError | None:
+    """A clear error for ``what`` (a file) when ``exc`` is a weights-only load refusing code in
+    its pickle; None when ``exc`` is something else. ``todo`` says what the user can do."""
+    names = _refused_globals(exc)
+    if names is None:
+        return None
+    needs = f" (it needs {', '.join(names)})" if names else ""
+    return CheckpointError(f"{what} could not be loaded safely: it is a pickle that would run code when "
+                           f"loaded{needs}, so rftbench did not load it. {todo}")
 
 
 def looks_like_html(path: str | Path) -> bool:
@@ -98,8 +124,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {p}: {type(exc).__name__}: {exc}. "
-                              f"The file is corrupt, truncated or not a weights-only checkpoint.") from None
+        raise unsafe_pickle_error(f"checkpoint {p}", exc, "Use a checkpoint from a source you trust, saved as "
+                                  "safetensors or as a plain state dict.") or CheckpointError(
+            f"cannot read checkpoint {p}: {type(exc).__name__}: {exc}. "
+            f"The file is corrupt, truncated or not a weights-only checkpoint.") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 import re
 from typing import Any, Iterator
 
 from ..errors import CheckpointError, ConfigError, OfflineError
 from ..spec import DataSpec
-from .checkpoints import load_state_dict_file
+from .checkpoints import load_state_dict_file, unsafe_pickle_error, weights_only_loads
 from .core import MODEL_FAMILIES, PixelModel, name_check, spec_reader
 
 _TIMM_LOGGER = "timm.models._builder"
@@ -105,19 +106,32 @@ def _from_file(model_name: str, num_classes: int, weights: str, kwargs: dict):
 
 
 def _from_hub(model_name: str, num_classes: int, kwargs: dict):
+    """Create ``model_name`` with timm's pretrained weights (the hub, or its local cache); a
+    cached pickle is only ever read weights-only."""
     import timm
 
-    from ..hub import require_hub_or_file
+    from ..hub import require_hub_or_file, timm_cached_file
 
     require_hub_or_file(model_name)
     try:
-        return timm.create_model(model_name, pretrained=True, num_classes=num_classes, **kwargs)
+        with weights_only_loads():  # also where an older timm would fall back to weights_only=False
+            return timm.create_model(model_name, pretrained=True, num_classes=num_classes, **kwargs)
     except (OSError, ValueError) as exc:
         name = type(exc).__name__
         if re.search(r"(Connection|Timeout|LocalEntryNotFound|HfHub|HTTP)", name + str(exc)):
             raise OfflineError(f"downloading timm weights for {model_name!r} failed ({name}: {exc}). "
                                f"Set `model.weights: /path/to/file` to load them from a local file.") from None
         raise
+    except (RuntimeError, pickle.UnpicklingError) as exc:
+        cached = timm_cached_file(model_name) or "its cached file"
+        unsafe = unsafe_pickle_error(
+            f"the cached timm weights for {model_name!r} ({cached})", exc,
+            f"Delete {cached} and download the weights again (python -c \"import timm; "
+            f"timm.create_model('{model_name}', pretrained=True)\"), or put a trusted model.safetensors in its "
+            f"place, or set `model.weights: /path/to/weights.safetensors`.")
+        if unsafe is None:
+            raise
+        raise unsafe from None
 
 
 def _spec_of_data_config(cfg: dict[str, Any]) -> DataSpec:

@@ -125,3 +125,56 @@ def test_unknown_model_kwargs_are_refused_with_the_allowed_names():
     with pytest.raises(ConfigError, match="checkpoint_path.*allowed: .*drop_path_rate"):
         data_spec("timm:resnet18", pretrained=False, kwargs={"checkpoint_path": "/etc/passwd"})
     assert create_model("small_cnn", 5, pretrained=False, kwargs={"width": 8}).num_classes == 5
+
+
+class _RunsCode:
+    """Unpickling this runs ``touch <marker>``: the checkpoint a weights-only load must refuse."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def _code_pickle(path, marker):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"conv1.weight": torch.zeros(1), "evil": _RunsCode(marker)}, path)
+    return path
+
+
+def test_a_cached_timm_pickle_that_runs_code_is_refused_naming_the_file(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from rftbench.models import create_model
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    base = tmp_path / "hf" / "models--timm--test_resnet.r160_in1k"
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text("0" * 40)
+    marker = tmp_path / "code-ran"
+    path = _code_pickle(base / "snapshots" / ("0" * 40) / "pytorch_model.bin", marker)
+    with pytest.raises(CheckpointError) as info:
+        create_model("timm:test_resnet.r160_in1k", 3)
+    msg = str(info.value)
+    assert not marker.exists()
+    assert str(path) in msg and "could not be loaded safely" in msg and "would run code" in msg
+    assert "posix.system" in msg and f"Delete {path}" in msg and "model.safetensors" in msg
+    assert "\n" not in msg and info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_a_local_weights_pickle_that_runs_code_is_refused_naming_the_file(tmp_path):
+    from rftbench.models import create_model
+
+    marker = tmp_path / "code-ran"
+    path = _code_pickle(tmp_path / "w.pth", marker)
+    for name in ("timm:test_resnet", "torchvision:resnet18"):
+        with pytest.raises(CheckpointError, match=r"checkpoint .*w\.pth could not be loaded safely: .*would run "
+                                                  r"code .*posix\.system.*safetensors"):
+            create_model(name, 3, weights=str(path))
+    assert not marker.exists()
