@@ -5,6 +5,7 @@ may be written as fractions, e.g. ``target_eps: 4/255``.
 """
 from __future__ import annotations
 
+import io
 import math
 import re
 import reprlib
@@ -518,7 +519,7 @@ def read_yaml(path: str | Path, what: str = "config file") -> Any:
         raise ConfigError(f"{what} {p} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
                           f"save it as UTF-8.") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(_NamedText(text, str(p)), Loader=_UniqueKeyLoader)
         _refuse_cycles(data, f"{what} {p}")
         return data
     except ConfigError as exc:
@@ -529,6 +530,15 @@ def read_yaml(path: str | Path, what: str = "config file") -> Any:
         raise ConfigError(f"{what} {p} is not valid YAML: {exc}") from None
     except (ValueError, TypeError, RecursionError) as exc:  # e.g. a date YAML cannot build
         raise ConfigError(f"{what} {p} holds a value YAML cannot read: {exc}") from None
+
+
+class _NamedText(io.StringIO):
+    """YAML text that carries its file's name, so that YAML's own error marks say
+    ``in "path/to/config.yaml", line 3`` instead of ``"<unicode string>"``."""
+
+    def __init__(self, text: str, name: str):
+        super().__init__(text)
+        self.name = name
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -39,7 +39,7 @@ def to_format(lb: Any, fmt: str, columns: list[str] | None = None) -> str:
     if fmt == "markdown":
         return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".10g", missingval="")
     if fmt == "latex":
-        return df.to_latex(index=False, float_format=FLOAT, na_rep="--")
+        return df.to_latex(index=False, float_format=FLOAT, na_rep="--", escape=True)  # run ids, schedule names: _ and % are LaTeX syntax
     if fmt == "html":
         return df.to_html(index=False, float_format=FLOAT, na_rep="", classes="leaderboard", border=0)
     raise LeaderboardError(f"unknown --format {fmt!r}; choose among {', '.join(FORMATS)}.")

@@ -152,3 +152,11 @@ def test_billion_laughs_is_read_in_linear_time(tmp_path):
     p.write_text("\n".join(lines) + "\nmodel: {kwargs: *a8}\n")  # a huge value in a real field
     with pytest.raises(ConfigError, match="model.kwargs"):
         load_config(p)
+
+
+def test_yaml_errors_point_into_the_file_not_a_string(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("name: x\ntrain: {epochs: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert f'in "{p}", line 2' in str(err.value) and "<unicode string>" not in str(err.value)

@@ -4,6 +4,8 @@ import io
 import json
 import tempfile
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -109,6 +111,23 @@ def test_exports_carry_identical_numbers(runs):
         text = to_format(lb, fmt)
         for v in ref["er_mean"].tolist() + ref["clean_ci_lo"].tolist() + ref["d_er"].dropna().tolist():
             assert re.search(rf"(?<![\d.]){re.escape(format(v, '.10g'))}(?![\d])", text), (fmt, v)
+
+
+def test_latex_export_escapes_and_compiles(runs, tmp_path):
+    """Column names (``er_mean``) and run ids are text, not LaTeX syntax: every ``_``, ``%``, ``&``
+    and ``#`` is escaped, and the table compiles where pdflatex is installed."""
+    text = to_format(build_leaderboard("tests", n_resamples=100), "latex")
+    body = text.replace(" & ", " ")  # the column separators are LaTeX's own
+    assert "er\\_mean" in text and body != text and not re.search(r"(?<!\\)[_%&#]", body), text[:500]
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        pytest.skip("pdflatex is not installed (Debian: texlive-latex-base); escaping checked above")
+    doc = tmp_path / "lb.tex"
+    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\usepackage[margin=0.2in,landscape]{geometry}"
+                   "\\begin{document}\\tiny\n" + text + "\n\\end{document}\n")
+    res = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:]
 
 
 def test_evaluate_of_a_trained_model_and_rerun_do_not_add_rows(runs):
