@@ -15,10 +15,13 @@ are refused with a message: re-evaluate the model to get a format-3 record.
 from __future__ import annotations
 
 import base64
+import binascii
 import copy
 import gzip
 import json
+import math
 import platform
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,6 +40,13 @@ __all__ = ["RECORD_FORMAT", "EvaluationRecord", "RecordError", "SampleResults", 
 
 RECORD_FORMAT = 3
 _ARRAYS = ("indices", "labels", "sweep_flags", "aa_broken_by", "ta_flags", "probe_raw", "probe_large")
+# what each per-sample array holds: numpy dtype kinds and number of dimensions
+_ARRAY_KINDS = {"indices": ("iu", 1), "labels": ("iu", 1), "sweep_flags": ("b", 2), "aa_broken_by": ("iu", 1),
+                "ta_flags": ("b", 1), "probe_raw": ("b", 2), "probe_large": ("b", 1)}
+# arrays whose length must equal (==) or not exceed (<=) another's
+_ARRAY_LENGTHS = (("labels", "==", "indices"), ("sweep_flags", "==", "indices"), ("aa_broken_by", "<=", "indices"),
+                  ("ta_flags", "==", "aa_broken_by"), ("probe_large", "<=", "indices"),
+                  ("probe_raw", "==", "probe_large"))
 
 
 # ---------------------------------------------------------------- compressed arrays
@@ -53,12 +63,50 @@ def pack_array(a: np.ndarray) -> dict[str, Any]:
     return {"dtype": dtype, "shape": list(a.shape), "data": base64.b64encode(gzip.compress(raw, mtime=0)).decode()}
 
 
-def unpack_array(d: dict[str, Any]) -> np.ndarray:
-    raw = gzip.decompress(base64.b64decode(d["data"]))
-    shape = tuple(d["shape"])
-    if d["dtype"] == "bool":
-        return np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[: int(np.prod(shape))].reshape(shape).astype(bool)
-    return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(shape).copy()
+def _packed_dtype(dtype: Any, what: str) -> np.dtype | None:
+    """The numeric dtype a packed array names (None: bit-packed bools)."""
+    if dtype == "bool":
+        return None
+    try:
+        dt = np.dtype(dtype) if isinstance(dtype, str) else None
+    except TypeError:
+        dt = None
+    if dt is None or dt.kind not in "biufc" or dt.fields is not None:
+        raise RecordError(f"{what} has dtype {dtype!r}, which is not a numeric one (rftbench packs bool, "
+                          f"int, uint and float arrays only).")
+    return dt
+
+
+def _packed_shape(shape: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(type(k) is int and k >= 0 for k in shape):
+        raise RecordError(f"{what} has shape {shape!r}, which is not a list of non-negative integers.")
+    return tuple(shape)
+
+
+def _packed_bytes(data: Any, what: str) -> bytes:
+    try:
+        if not isinstance(data, str):
+            raise TypeError(f"data is a {type(data).__name__}, not a string")
+        return gzip.decompress(base64.b64decode(data, validate=True))
+    except (TypeError, binascii.Error, OSError, EOFError, zlib.error) as exc:
+        raise RecordError(f"{what} has data that is not base64 of gzip ({type(exc).__name__}: {exc}).") from None
+
+
+def unpack_array(d: dict[str, Any], what: str = "a packed array") -> np.ndarray:
+    """The numpy array :func:`pack_array` packed into ``d``. :class:`RecordError` naming ``what``
+    when ``d`` is not such a packed numeric array (fields, dtype, shape, base64/gzip, byte count)."""
+    if not isinstance(d, dict) or not {"dtype", "shape", "data"} <= d.keys():
+        raise RecordError(f"{what} is not a packed array (a JSON object with dtype, shape and data).")
+    dtype, shape = _packed_dtype(d["dtype"], what), _packed_shape(d["shape"], what)
+    raw = _packed_bytes(d["data"], what)
+    n = math.prod(shape)
+    want = (n + 7) // 8 if dtype is None else n * dtype.itemsize
+    if len(raw) != want:
+        raise RecordError(f"{what} holds {len(raw)} bytes of data where its dtype {d['dtype']!r} and shape "
+                          f"{list(shape)} need {want}.")
+    if dtype is None:
+        return np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:n].reshape(shape).astype(bool)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
 
 
 def library_versions() -> dict[str, str]:
@@ -112,12 +160,44 @@ class SampleResults:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "SampleResults":
-        arrays = {k: (None if d.get(k) is None else unpack_array(d[k]))
+        """The per-sample results :meth:`to_json` wrote; :class:`RecordError` naming the field
+        when one is malformed (an array that is not a packed numeric array of its kind, ...)."""
+        if not isinstance(d, dict):
+            raise RecordError(f"per_sample is a {type(d).__name__}, not a JSON object.")
+        arrays = {k: (None if d.get(k) is None else unpack_array(d[k], f"per_sample field {k!r}"))
                   for k in _ARRAYS}
-        return cls(start=int(d["start"]), clean_recheck_mismatch=int(d.get("clean_recheck_mismatch", 0)),
-                   reference=d.get("reference"), aa_attacks=list(d.get("aa_attacks", [])),
+        _check_arrays(arrays)
+        return cls(start=_scalar(d, "start", int), clean_recheck_mismatch=_scalar(d, "clean_recheck_mismatch", int, 0),
+                   reference=d.get("reference"), aa_attacks=_scalar(d, "aa_attacks", list, []),
                    aa_n_target_classes=d.get("aa_n_target_classes"),
-                   aa_library_warnings=list(d.get("aa_library_warnings", [])), **arrays)
+                   aa_library_warnings=_scalar(d, "aa_library_warnings", list, []), **arrays)
+
+
+_REQUIRED = object()
+
+
+def _scalar(d: dict[str, Any], key: str, convert: Any, default: Any = _REQUIRED) -> Any:
+    """``convert(d[key])`` (``default`` when absent, if given); :class:`RecordError` naming the field."""
+    try:
+        return convert(d[key] if default is _REQUIRED else d.get(key, default))
+    except (KeyError, TypeError, ValueError) as exc:
+        what = "is missing" if isinstance(exc, KeyError) else f"is malformed ({type(exc).__name__}: {exc})"
+        raise RecordError(f"per_sample field {key!r} {what}.") from None
+
+
+def _check_arrays(arrays: dict[str, np.ndarray | None]) -> None:
+    """:class:`RecordError` unless each per-sample array has its kind, dimensions and length."""
+    for name, (kinds, ndim) in _ARRAY_KINDS.items():
+        a = arrays[name]
+        if a is None and name != "ta_flags":
+            raise RecordError(f"per_sample field {name!r} is missing.")
+        if a is not None and (a.dtype.kind not in kinds or a.ndim != ndim):
+            raise RecordError(f"per_sample field {name!r} is a {a.ndim}-d {a.dtype} array; it should be "
+                              f"{ndim}-d of kind {kinds!r} (numpy dtype kind).")
+    for name, rel, other in _ARRAY_LENGTHS:
+        a, b = arrays[name], arrays[other]
+        if a is not None and b is not None and not (len(a) == len(b) if rel == "==" else len(a) <= len(b)):
+            raise RecordError(f"per_sample field {name!r} has {len(a)} rows where {other!r} has {len(b)}.")
 
 
 # ---------------------------------------------------------------- the record
@@ -156,7 +236,13 @@ class EvaluationRecord:
         if fmt != RECORD_FORMAT or "per_sample" not in data:
             raise RecordError(f"{p} is not an rftbench evaluation record of format {RECORD_FORMAT} "
                               f"(write it with `rftbench evaluate ... --out FILE`).")
-        return cls(data)
+        record = cls(data)
+        try:
+            record.samples()
+        except RecordError as exc:
+            raise RecordError(f"evaluation record {p} is malformed: {exc} It was edited, truncated or not written "
+                              f"by rftbench: write it again with `rftbench evaluate CONFIG --out FILE`.") from None
+        return record
 
     def samples(self) -> SampleResults:
         """The per-sample results, decompressed."""

@@ -165,3 +165,79 @@ def test_records_of_the_old_format_are_refused_with_a_reason(tmp_path, standard_
     (tmp_path / "old.json").write_text(json.dumps(old))
     with pytest.raises(RecordError, match="format 2 .*key 'pgd'.*Re-evaluate"):
         EvaluationRecord.load(tmp_path / "old.json")
+
+
+def _gz64(raw: bytes) -> str:
+    import base64
+    import gzip
+
+    return base64.b64encode(gzip.compress(raw)).decode()
+
+
+def _labels_as(labels: dict, **change) -> dict:
+    return {**labels, **change}
+
+
+# (field, how to break it, what the message must say)
+MALFORMED = [
+    ("labels", lambda a: _labels_as(a, dtype="object"), r"dtype 'object', which is not a numeric one"),
+    ("labels", lambda a: _labels_as(a, dtype="|O"), r"dtype '\|O', which is not a numeric one"),
+    ("labels", lambda a: _labels_as(a, dtype="<U5"), r"dtype '<U5', which is not a numeric one"),
+    ("labels", lambda a: _labels_as(a, dtype="i8,f8"), r"dtype 'i8,f8', which is not a numeric one"),
+    ("labels", lambda a: _labels_as(a, dtype="no-such-type"), r"dtype 'no-such-type'"),
+    ("labels", lambda a: _labels_as(a, dtype=8), r"dtype 8, which is not a numeric one"),
+    ("labels", lambda a: _labels_as(a, data="@@not base64@@"), r"data that is not base64 of gzip \(Error"),
+    ("labels", lambda a: _labels_as(a, data=_gz64(b"x")[:-8]), r"data that is not base64 of gzip"),
+    ("labels", lambda a: _labels_as(a, data="aGVsbG8="), r"data that is not base64 of gzip \(BadGzipFile"),
+    ("labels", lambda a: _labels_as(a, data=12), r"data is a int, not a string"),
+    ("labels", lambda a: _labels_as(a, data=_gz64(b"\0" * 5)), r"holds 5 bytes of data where its dtype '<i8' "
+                                                               r"and shape \[16\] need 128"),
+    ("sweep_flags", lambda a: _labels_as(a, data=_gz64(b"\0")), r"holds 1 bytes .* need 6"),
+    ("labels", lambda a: _labels_as(a, shape="16"), r"shape '16', which is not a list of non-negative"),
+    ("labels", lambda a: _labels_as(a, shape=[-16]), r"shape \[-16\]"),
+    ("labels", lambda a: {k: v for k, v in a.items() if k != "data"}, r"is not a packed array"),
+    ("labels", lambda a: [1, 2, 3], r"is not a packed array"),
+    ("labels", lambda a: _labels_as(a, dtype="<f8"), r"1-d float64 array; it should be 1-d of kind 'iu'"),
+    ("labels", lambda a: _labels_as(a, shape=[4, 4]), r"2-d int64 array; it should be 1-d"),
+    ("labels", lambda a: _labels_as(a, shape=[8], data=_gz64(b"\0" * 64)), r"'labels' has 8 rows where 'indices' "
+                                                                          r"has 16"),
+    ("sweep_flags", lambda a: None, r"'sweep_flags' is missing"),
+    ("start", lambda a: "x", r"per_sample field 'start' is malformed \(ValueError"),
+    ("aa_attacks", lambda a: 3, r"per_sample field 'aa_attacks' is malformed \(TypeError"),
+    (None, lambda a: [1], r"per_sample is a list, not a JSON object"),
+]
+
+
+@pytest.mark.parametrize("field,change,expected", MALFORMED, ids=[f"{i}-{c[0]}" for i, c in enumerate(MALFORMED)])
+def test_a_record_with_a_malformed_per_sample_field_is_one_clear_error(tmp_path, standard_record, field, change,
+                                                                      expected):
+    data = json.loads(standard_record[3].to_json())
+    if field is None:
+        data["per_sample"] = change(data["per_sample"])
+    else:
+        data["per_sample"][field] = change(data["per_sample"][field])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError, match=expected) as info:
+        EvaluationRecord.load(path)
+    msg = str(info.value)
+    assert msg.startswith(f"evaluation record {path} is malformed: ") and "\n" not in msg
+    assert field is None or f"'{field}'" in msg
+    assert msg.endswith("write it again with `rftbench evaluate CONFIG --out FILE`.")
+    with pytest.raises(RecordError, match=expected):  # a record built in memory says the same, without a path
+        EvaluationRecord(data).samples()
+
+
+def test_a_malformed_reference_record_exits_2_through_the_cli(workdir, capsys, standard_record):
+    import yaml
+
+    from rftbench.cli import main
+
+    data = json.loads(standard_record[3].to_json())
+    data["per_sample"]["sweep_flags"]["dtype"] = "object"
+    (workdir / "ref.json").write_text(json.dumps(data))
+    (workdir / "c.yaml").write_text(yaml.safe_dump(standard_record[0].model_dump()))
+    assert main(["evaluate", "c.yaml", "--reference", "ref.json", "--no-log"]) == 2
+    err = capsys.readouterr().err
+    assert "ref.json is malformed: per_sample field 'sweep_flags' has dtype 'object'" in err
+    assert "Traceback" not in err and "OBJECT array" not in err
