@@ -19,7 +19,7 @@ from .mlflow_extras import example_batch, leaderboard_tags, log_dataset_inputs, 
 from .models import weights_sha256
 from .plots import plot_robustness_curves
 from .setup import Task, build_task
-from .errors import ConfigError, RunFinishedError
+from .errors import CheckpointError, ConfigError, RunFinishedError
 from .spool import check_store, start_spooled_run
 from .tracking import Tracker, check_tracking_uri, default_tracking_uri, start_run
 from .training import Callback, TrainResult, train
@@ -78,10 +78,9 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
     if not dist_info.is_main:  # torchrun: ranks > 0 train, rank 0 records
         return _train_follower(cfg, resume_run_id is not None, callbacks)
     if resume_run_id is not None:
-        run_dir = _resumable_run_dir(resume_run_id, run_dir, tracking_uri)
+        run_dir = _resumable_run_dir(cfg, resume_run_id, run_dir, tracking_uri)
     task = build_task(cfg)
-    tags = {"rftbench.schedule": cfg.schedule.name, "rftbench.model": cfg.model.name,
-            "rftbench.dataset": cfg.data.name, "rftbench.kind": "experiment", **(extra_tags or {})}
+    tags = _run_tags(cfg, run_dir, extra_tags)
     with start_spooled_run(cfg.experiment, cfg.name, tags=tags, uri=tracking_uri, parent_run_id=parent_run_id,
                            run_id=resume_run_id or claimed_run_id, offline_ok=cfg.tracking.offline_ok,
                            sync_wait_s=cfg.tracking.sync_wait_s,
@@ -123,10 +122,25 @@ def check_output_dir(output_dir: str | Path) -> None:
             return
 
 
-def _resumable_run_dir(run_id: str, run_dir: str | Path | None, uri: str | None) -> str | Path | None:
-    """The checkpoint directory of run ``run_id`` after checking it may be resumed: a FINISHED
-    run is refused (:class:`RunFinishedError`, its status untouched), and so is a run whose
-    checkpoint is gone although it trained (it would silently start over)."""
+def _run_tags(cfg: ExperimentConfig, run_dir: str | Path | None, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The tags a run is created (or reopened) with. A run directory given explicitly
+    (``--run-dir``) is among them, so it is in the store as soon as the run is, however early
+    the run dies (it is not where a resume would look otherwise)."""
+    tags = {"rftbench.schedule": cfg.schedule.name, "rftbench.model": cfg.model.name,
+            "rftbench.dataset": cfg.data.name, "rftbench.kind": "experiment", **(extra or {})}
+    if run_dir is not None:
+        tags["rftbench.run_dir"] = str(Path(run_dir).resolve())
+    return tags
+
+
+def _resumable_run_dir(cfg: ExperimentConfig, run_id: str, run_dir: str | Path | None,
+                       uri: str | None) -> str | Path | None:
+    """The checkpoint directory of run ``run_id`` (``run_dir`` when given, else the one recorded
+    on the run, else None: the default one) after checking it may be resumed: a FINISHED run is
+    refused (:class:`RunFinishedError`, its status untouched), and so is a run that records no
+    directory while its default one does not exist (:class:`CheckpointError`): it was started
+    with ``--run-dir`` and killed before that reached the store, and resuming it anywhere else
+    would silently train it from scratch."""
     from .recovery import check_resumable, run_dir_of
 
     run = check_resumable(run_id, uri=uri)
@@ -134,6 +148,13 @@ def _resumable_run_dir(run_id: str, run_dir: str | Path | None, uri: str | None)
         raise RunFinishedError(f"run {run_id} ({run.info.run_name}) is FINISHED already: there is nothing to "
                                f"resume, and it is left as it is. Start a new run to train again.")
     run_dir = run_dir or run_dir_of(run)
+    default = run_dir_for(cfg, run_id)
+    if run_dir is None and not default.is_dir():
+        raise CheckpointError(
+            f"run {run_id} ({run.info.run_name}) records no run directory (it was killed before its "
+            f"rftbench.run_dir tag reached the tracking store) and its default one, {default}, does not exist: it "
+            f"was started with --run-dir. Resume it with `rftbench train --resume {run_id} --run-dir DIR`, DIR "
+            f"being that directory (the one holding its state.pt); nothing was trained again.")
     return run_dir
 
 
