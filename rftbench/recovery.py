@@ -7,7 +7,9 @@ a reused pid) and a heartbeat ``rftbench.heartbeat`` (unix seconds, refreshed on
 step and epoch end). A RUNNING run is *stale* when its process is gone (same host: the pid is
 not alive, a zombie, or now another process) or its heartbeat is older than ``older_than_s``
 (any host). :func:`mark_stale_runs` (``rftbench runs mark-stale``) ends stale runs as KILLED
-with an ``rftbench.error`` tag that says how to resume; ``rftbench train CONFIG --resume RUN_ID``
+with an ``rftbench.error`` tag that says how to resume -- or FAILED with the error a DDP rank
+recorded in the run directory before it exited (:func:`rank_failures`; whoever ends a run its
+rank 0 could not end reads these first, see :func:`end_unfinished`); ``rftbench train CONFIG --resume RUN_ID``
 reopens such a run (RUNNING again) and ends it FINISHED, or FAILED if it crashes again.
 Runs without these tags (e.g. a tuner's parent run) are never judged.
 """
@@ -75,6 +77,37 @@ class StaleRun:
     pid: int
     heartbeat_age_s: float
     reason: str
+    run_dir: Optional[str] = None
+    status: str = "KILLED"  # what mark-stale ends it as: FAILED when a rank recorded an error of its own
+
+
+def failure_file(folder: str | Path, rank: int) -> Path:
+    """Where DDP rank ``rank`` records the error it failed with (in a run directory, or in the
+    ``rftbench train --nproc`` launcher's folder)."""
+    return Path(folder) / f"rank{rank}.failed"
+
+
+def rank_failures(*folders: str | Path | None) -> dict[int, str]:
+    """{rank: its error} for every DDP rank that recorded one (``rank<R>.failed``) in any of
+    ``folders`` (None skipped), earliest record first (the first is the cause; later ones are
+    ranks that stopped with it); a rank recorded in several folders counts once."""
+    found: dict[int, tuple[float, str]] = {}
+    for folder in folders:
+        if folder is None or not Path(folder).is_dir():
+            continue
+        for path in Path(folder).glob("rank*.failed"):
+            try:
+                rank, when, text = int(path.name[4:-7]), path.stat().st_mtime, path.read_text(errors="replace")
+            except (OSError, ValueError):
+                continue
+            if rank not in found or when < found[rank][0]:
+                found[rank] = (when, text.strip())
+    return {r: t for r, (_, t) in sorted(found.items(), key=lambda kv: (kv[1][0], kv[0]))}
+
+
+def describe_rank_failures(failures: dict[int, str]) -> str:
+    """``"rank 1: ValueError: ...; rank 0: ..."`` (at most 1,500 characters)."""
+    return "; ".join(f"rank {r}: {t}" for r, t in failures.items())[:1500]
 
 
 def _run_process(run) -> tuple[str, int, str, float]:
@@ -104,19 +137,40 @@ def find_stale_runs(experiment: str, *, uri: str | None = None, older_than_s: fl
             reason = f"no heartbeat from {host} (pid {pid}) for {age:.0f} s"
         else:
             continue
-        stale.append(StaleRun(run.info.run_id, run.info.run_name, host, pid, age, reason))
+        rdir = run_dir_of(run)
+        status = "FAILED" if rank_failures(rdir) else "KILLED"
+        stale.append(StaleRun(run.info.run_id, run.info.run_name, host, pid, age, reason, rdir, status))
     return stale
 
 
 def mark_stale_runs(experiment: str, *, uri: str | None = None, older_than_s: float = 3600.0,
                     dry_run: bool = False) -> list[StaleRun]:
-    """End every stale run of ``experiment`` as KILLED (at its last heartbeat); return them."""
+    """End every stale run of ``experiment`` (at its last heartbeat) as KILLED, or FAILED with
+    the error a DDP rank recorded in its run directory (:func:`end_unfinished`); return them."""
     stale = find_stale_runs(experiment, uri=uri, older_than_s=older_than_s)
     if not dry_run:
         for s in stale:
-            end_killed(s.run_id, f"stale RUNNING run: {s.reason}", uri=uri,
-                       end_ms=int((time.time() - s.heartbeat_age_s) * 1000))
+            s.status = end_unfinished(s.run_id, f"stale RUNNING run: {s.reason}", folders=(s.run_dir,), uri=uri,
+                                      end_ms=int((time.time() - s.heartbeat_age_s) * 1000))
     return stale
+
+
+def end_unfinished(run_id: str, reason: str, *, folders: tuple[str | Path | None, ...] = (), uri: str | None = None,
+                   end_ms: int | None = None) -> str:
+    """End run ``run_id``, which its process could not end (``reason`` says why it is being
+    ended here): FAILED with the errors that DDP ranks recorded in ``folders`` (the run directory,
+    the launcher's folder; :func:`rank_failures`) when any did, else KILLED (every rank died
+    without a word: resumable). Returns the status it was given."""
+    failures = rank_failures(*folders)
+    if not failures:
+        end_killed(run_id, reason, uri=uri, end_ms=end_ms)
+        return "KILLED"
+    client = client_for(uri)
+    client.set_tag(run_id, "rftbench.error", f"RankFailedError: {describe_rank_failures(failures)} ({reason}). "
+                                             f"Fix the cause, then resume it with `rftbench train CONFIG --resume "
+                                             f"{run_id}`.")
+    client.set_terminated(run_id, status="FAILED", end_time=end_ms)
+    return "FAILED"
 
 
 def end_killed(run_id: str, reason: str, *, uri: str | None = None, end_ms: int | None = None) -> None:

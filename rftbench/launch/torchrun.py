@@ -2,14 +2,18 @@
 this process, and an MLflow run that never stays RUNNING because a rank died.
 
 Rank 0 writes its MLflow run id, before training, to the file named by ``RFTBENCH_RUN_ID_FILE``
-(:func:`rftbench.training.distributed.announce_run`; set here). When the job fails -- a rank
-exited non-zero or was killed, and torch elastic stopped the others -- and the run is still
-RUNNING because rank 0 itself died, or was stopped before it could end the run, it is ended
-KILLED here, its ``rftbench.error`` tag saying how each rank ended and how to resume. (A
-surviving rank 0 ends the run itself: KILLED when a peer died, see
-:class:`~rftbench.training.distributed.RankLost`.) A bare ``torchrun ... -m rftbench train`` has
-no such parent: a run whose rank 0 was SIGKILLed stays RUNNING until ``rftbench runs
-mark-stale`` or the next ``rftbench sweep`` finds its process gone.
+(:func:`rftbench.training.distributed.announce_run`; set here), and a rank that fails with an
+error of its own records it beside that file and in the run directory (``rank<R>.failed``).
+When the job fails -- a rank exited non-zero or was killed, and torch elastic stopped the
+others -- and the run is still RUNNING because rank 0 itself died, or was stopped before it
+could end the run, it is ended here: FAILED with the recorded errors when a rank recorded one
+(whether rank 0 or this process ends the run, its status is the same), else KILLED (the ranks
+died without a word), its ``rftbench.error`` tag saying how each rank ended and how to resume.
+(A surviving rank 0 ends the run itself: FAILED with a peer's recorded error, KILLED when a peer
+died, see :class:`~rftbench.training.distributed.RankLost`.) A bare ``torchrun ... -m rftbench
+train`` has no such parent: a run whose rank 0 was SIGKILLed stays RUNNING until ``rftbench runs
+mark-stale`` (which reads the records in the run directory the same way) or the next
+``rftbench sweep`` finds its process gone.
 """
 from __future__ import annotations
 
@@ -65,9 +69,11 @@ def describe_failures(failures: Mapping[int, Any]) -> str:
 
 
 def end_unended_run(id_file: Path, reason: str) -> None:
-    """End the run named in ``id_file`` KILLED if it is still RUNNING (rank 0 could not end it).
-    Nothing to do when rank 0 never created the run; a spooled (offline) run is left to
-    ``rftbench runs sync``. A tracking store that fails here is reported, not raised."""
+    """End the run named in ``id_file`` if it is still RUNNING (rank 0 could not end it): FAILED
+    with the errors ranks recorded beside ``id_file`` or in the run's directory (its
+    ``rftbench.run_dir`` tag), else KILLED (:func:`rftbench.recovery.end_unfinished`). Nothing to
+    do when rank 0 never created the run; a spooled (offline) run is left to ``rftbench runs
+    sync``. A tracking store that fails here is reported, not raised."""
     if not id_file.is_file():
         return
     run_id = id_file.read_text().strip()
@@ -75,16 +81,18 @@ def end_unended_run(id_file: Path, reason: str) -> None:
         print(f"rftbench: run {run_id} was spooled offline and not ended; send it with `rftbench runs sync "
               f"RUN_DIR`, then `rftbench runs mark-stale`.", file=sys.stderr)
         return
-    from ..recovery import end_killed
+    from ..recovery import end_unfinished, run_dir_of
     from ..tracking import client_for
 
     try:
-        if client_for().get_run(run_id).info.status != "RUNNING":
+        run = client_for().get_run(run_id)
+        if run.info.status != "RUNNING":
             return
-        end_killed(run_id, f"{reason}; rank 0 could not end the run")
+        status = end_unfinished(run_id, f"{reason}; rank 0 could not end the run",
+                                folders=(id_file.parent, run_dir_of(run)))
     except Exception as exc:  # noqa: BLE001 - the job's own failure is the message that matters
-        print(f"rftbench: could not end run {run_id} as KILLED ({exc}); `rftbench runs mark-stale` will.",
-              file=sys.stderr)
+        print(f"rftbench: could not end run {run_id} ({exc}); `rftbench runs mark-stale` will.", file=sys.stderr)
         return
-    print(f"rftbench: run {run_id} ended KILLED ({reason}); resume it with `rftbench train CONFIG --resume "
+    todo = "fix the cause, then resume" if status == "FAILED" else "resume"
+    print(f"rftbench: run {run_id} ended {status} ({reason}); {todo} it with `rftbench train CONFIG --resume "
           f"{run_id}`.", file=sys.stderr)

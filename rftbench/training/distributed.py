@@ -21,13 +21,18 @@ step (:func:`earliest_bad`).
 A rank that dies (SIGKILL, the OOM killer): torchrun stops the others. A surviving rank whose
 training then fails because that peer is gone raises :class:`RankLost` (a KeyboardInterrupt,
 so rank 0 ends the MLflow run KILLED, not FAILED; peers on this host are checked by pid). A
-rank that fails with an error of its own records it in the run directory before it exits
-(:func:`record_failure`); the survivors then raise :class:`~rftbench.errors.RankFailedError`
-with that error, and the run ends FAILED. If rank 0 itself dies, or is stopped before it could end the run, the run is left RUNNING; under
-``rftbench train --nproc N`` the launching process ends it KILLED (it learns the run id from the
-file named by ``RFTBENCH_RUN_ID_FILE``, see :func:`announce_run` and
-:mod:`rftbench.launch.torchrun`); under a bare ``torchrun`` it stays RUNNING until
-``rftbench runs mark-stale`` or the next ``rftbench sweep`` finds its process gone. A rank whose
+rank that fails with an error of its own records it before it exits (:func:`record_failure`:
+``rank<R>.failed`` in the run directory and, under ``rftbench train --nproc``, in the launcher's
+folder), and then the run ends FAILED with that error whoever ends it: the survivors raise
+:class:`~rftbench.errors.RankFailedError` (also when torchrun's SIGTERM stopped them: a stop
+reads the records first, and under DDP the signal handlers stay installed while rank 0 ends the
+run); if rank 0 itself dies, or is stopped before it could end the run, the run is left RUNNING
+and ``rftbench train --nproc N``'s launching process (it learns the run id from the file named
+by ``RFTBENCH_RUN_ID_FILE``, see :func:`announce_run` and :mod:`rftbench.launch.torchrun`) or,
+under a bare ``torchrun``, ``rftbench runs mark-stale`` reads the records first too
+(:func:`rftbench.recovery.end_unfinished`). Only when no rank recorded an error (they died
+without a word) does the run end KILLED (resumable). The next ``rftbench sweep`` resumes a run
+left RUNNING once its process is gone. A rank whose
 launcher is gone SIGKILLs itself (:func:`rftbench.recovery.exit_with_launcher`).
 With one process nothing here runs: the single-process path is unchanged.
 """
@@ -53,38 +58,47 @@ class RankLost(KeyboardInterrupt):
     not FAILED."""
 
 
-def _failure_file(run_dir: str | Path, rank: int) -> Path:
-    return Path(run_dir) / f"rank{rank}.failed"
+def _failure_folders(run_dir: str | Path | None) -> list[Path]:
+    """Where this rank records a failure: the run directory, and under ``rftbench train --nproc``
+    also the launcher's folder (beside the ``RFTBENCH_RUN_ID_FILE``), which finds it there even
+    when the run's ``rftbench.run_dir`` tag never reached the store."""
+    out = [Path(run_dir)] if run_dir is not None else []
+    id_file = os.environ.get(RUN_ID_FILE_ENV)
+    return out + ([Path(id_file).parent] if id_file else [])
 
 
 def record_failure(run_dir: str | Path | None, rank: int, exc: BaseException) -> None:
-    """Rank ``rank`` failed with ``exc``: say so in the run directory for the ranks that outlive it
-    (written before the process exits, so before its peers' collectives fail)."""
+    """Rank ``rank`` failed with ``exc``: say so (``rank<R>.failed``) for the ranks that outlive it
+    and for whoever ends the run (written before the process exits, so before its peers'
+    collectives fail and before torchrun's SIGTERM; see :func:`rftbench.recovery.end_unfinished`)."""
     from ..atomic import atomic_write_text
+    from ..recovery import failure_file
 
-    if run_dir is not None:
+    for folder in _failure_folders(run_dir):
         try:
-            atomic_write_text(_failure_file(run_dir, rank), f"{type(exc).__name__}: {exc}"[:2000])
+            atomic_write_text(failure_file(folder, rank), f"{type(exc).__name__}: {exc}"[:2000])
         except OSError:
             pass
 
 
-def clear_failure(run_dir: str | Path | None, rank: int) -> None:
-    """Forget rank ``rank``'s failure of an earlier attempt of this run (at the start of a resume)."""
-    if run_dir is not None:
-        _failure_file(run_dir, rank).unlink(missing_ok=True)
+def clear_failure(run_dir: str | Path | None, rank: int, world: int = 1) -> None:
+    """Forget rank ``rank``'s failure of an earlier attempt of this run (at the start of a resume);
+    rank 0 also forgets those of ranks ``world`` and above (an attempt with more processes), so a
+    record never outlives its attempt."""
+    from ..recovery import failure_file, rank_failures
+
+    for folder in _failure_folders(run_dir):
+        stale = [r for r in rank_failures(folder) if r >= world] if rank == 0 else []
+        for r in (rank, *stale):
+            failure_file(folder, r).unlink(missing_ok=True)
 
 
 def peer_failures(run_dir: str | Path | None, world: int) -> list[str]:
-    """``"rank R: <error>"`` for every other rank that recorded a failure in ``run_dir``."""
-    if run_dir is None:
-        return []
-    me, out = current().rank, []
-    for r in range(world):
-        path = _failure_file(run_dir, r)
-        if r != me and path.is_file():
-            out.append(f"rank {r}: {path.read_text(errors='replace').strip()}")
-    return out
+    """``"rank R: <error>"`` for every other rank that recorded a failure in ``run_dir``, earliest first."""
+    from ..recovery import rank_failures
+
+    me = current().rank
+    return [f"rank {r}: {t}" for r, t in rank_failures(*_failure_folders(run_dir)).items() if r != me and r < world]
 
 
 @dataclass(frozen=True)
@@ -281,5 +295,5 @@ class DistributedSignalStop(SignalStop):
             self._stop(trainer, epoch + 1, 0)
 
     def on_exception(self, trainer, exc):
-        if not isinstance(exc, RankLost):  # else torchrun's SIGTERM must not cut rank 0 ending its run KILLED
-            self._signals.restore()
+        """Keep the handlers: the process ends with this exception, and torchrun's SIGTERM (sent
+        once a peer exits) must not cut rank 0 ending its run (a second signal still interrupts)."""

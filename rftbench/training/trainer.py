@@ -137,8 +137,7 @@ class Trainer:
     def run(self, resume: bool = False) -> TrainResult:
         """Train all ``train.epochs`` epochs (with ``resume``, from ``state.pt`` if there is one)."""
         self._resume_if_asked(resume)
-        if self.dist.active:
-            ddp.clear_failure(self.run_dir, self.dist.rank)
+        ddp.clear_failure(self.run_dir, self.dist.rank, self.dist.world)  # (a DDP run resumed by one process too)
         self._t_start = time.perf_counter() - self.elapsed
         try:
             self._emit("on_run_start")
@@ -158,11 +157,10 @@ class Trainer:
 
     def _peer_stop(self, exc: BaseException) -> Optional[BaseException]:
         """Under DDP, what ``exc`` means for the run: :class:`~rftbench.errors.RankFailedError` when
-        another rank recorded an error of its own, :class:`~.distributed.RankLost` when a
+        another rank recorded an error of its own (read first, also when ``exc`` is a stop: the
+        SIGTERM torchrun sends once that rank exited), :class:`~.distributed.RankLost` when a
         collective failed because another rank is gone (killed); else None (``exc`` is this
         rank's own failure, recorded for the others, or a stop)."""
-        if isinstance(exc, KeyboardInterrupt):
-            return None
         if isinstance(exc, RftbenchError):  # this rank's own error
             ddp.record_failure(self.run_dir, self.dist.rank, exc)
             return None
@@ -171,6 +169,8 @@ class Trainer:
             return RankFailedError(f"{'; '.join(failed)[:1500]}. This rank stopped with it (here: "
                                    f"{type(exc).__name__}); fix the cause, then resume with "
                                    f"`rftbench train CONFIG --resume RUN_ID`.")
+        if isinstance(exc, KeyboardInterrupt):
+            return None
         lost = ddp.lost_peers()
         if lost:  # a collective failed because another rank died: the run was killed, not failed
             return ddp.RankLost(f"{', '.join(lost)} of this DDP job was killed, so this rank stopped too; resume "

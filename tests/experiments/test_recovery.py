@@ -48,3 +48,30 @@ def test_stale_runs_are_found_by_process_or_heartbeat_and_live_ones_are_kept(wor
         check_resumable("nope")
     assert main(["runs", "mark-stale", "--experiment", "no-such-experiment"]) == 2
     assert "no MLflow experiment 'no-such-experiment'" in capsys.readouterr().err
+
+
+def test_mark_stale_ends_a_run_with_a_rank_failure_record_failed_with_its_error(workdir):
+    """A DDP run left RUNNING (rank 0 gone) whose rank 1 recorded its error in the run directory:
+    mark-stale ends it FAILED with that error (the earliest record first); without a record, KILLED."""
+    from rftbench.recovery import rank_failures
+
+    client = client_for()
+    exp_id = get_or_create_experiment(client, "recovery-ddp")
+    gone = {**process_tags(), "rftbench.pid": 2**22 + 12345}  # beyond pid_max
+    failed_dir, killed_dir = workdir / "failed", workdir / "killed"
+    failed_dir.mkdir()
+    (failed_dir / "rank1.failed").write_text("ValueError: this schedule broke on rank 1")
+    os.utime(failed_dir / "rank1.failed", (time.time() - 5, time.time() - 5))
+    (failed_dir / "rank0.failed").write_text("RuntimeError: gloo: connection closed")
+    assert list(rank_failures(failed_dir)) == [1, 0]
+    failed = _running_run(client, exp_id, "failed", {**gone, "rftbench.run_dir": failed_dir})
+    killed = _running_run(client, exp_id, "killed", {**gone, "rftbench.run_dir": killed_dir})
+
+    assert {s.run_id: s.status for s in find_stale_runs("recovery-ddp")} == {failed: "FAILED", killed: "KILLED"}
+    assert {s.run_id: s.status for s in mark_stale_runs("recovery-ddp")} == {failed: "FAILED", killed: "KILLED"}
+    run = client.get_run(failed)
+    assert run.info.status == "FAILED"
+    error = run.data.tags["rftbench.error"]
+    assert error.startswith("RankFailedError: rank 1: ValueError: this schedule broke on rank 1; rank 0: RuntimeError")
+    assert "stale RUNNING run: process" in error and f"--resume {failed}" in error
+    assert client.get_run(killed).info.status == "KILLED"

@@ -47,3 +47,32 @@ def test_a_run_left_running_ends_killed_and_an_ended_one_is_kept(workdir, capsys
     id_file.write_text("no-such-run")
     end_unended_run(id_file, "the DDP job failed")  # a store that does not know the run: reported, not raised
     assert "could not end run no-such-run" in capsys.readouterr().err
+
+
+def test_a_run_left_running_after_a_rank_recorded_its_error_ends_failed_with_it(workdir, capsys, monkeypatch):
+    """Rank 1 recorded its error, then torchrun's SIGTERM cut rank 0 before it ended the run: this
+    process ends it FAILED with rank 1's error, not KILLED, whether the record lies beside the id
+    file or only in the run directory (the run's ``rftbench.run_dir`` tag)."""
+    from rftbench.training.distributed import RUN_ID_FILE_ENV, record_failure
+
+    client = client_for()
+    exp_id = get_or_create_experiment(client, "ddp")
+    launcher, run_dir = workdir / "launcher", workdir / "run"
+    launcher.mkdir()
+    id_file = launcher / "run_id"
+    monkeypatch.setenv(RUN_ID_FILE_ENV, str(id_file))
+    reason = "the DDP job failed (rank 1 exited with code 1, rank 0 was killed by SIGTERM)"
+    for where in ("beside the id file", "in the run directory"):
+        run_id = client.create_run(exp_id, run_name=where, tags={"rftbench.run_dir": str(run_dir)}).info.run_id
+        record_failure(run_dir, 1, ValueError("this schedule broke on rank 1"))  # both places
+        if where == "in the run directory":
+            (launcher / "rank1.failed").unlink()
+        id_file.write_text(run_id)
+        end_unended_run(id_file, reason)
+        run = client.get_run(run_id)
+        assert run.info.status == "FAILED", where
+        error = run.data.tags["rftbench.error"]
+        assert error.startswith("RankFailedError: rank 1: ValueError: this schedule broke on rank 1") and reason in error
+        assert f"--resume {run_id}" in error
+        assert f"run {run_id} ended FAILED" in capsys.readouterr().err
+        (run_dir / "rank1.failed").unlink()
