@@ -82,3 +82,10 @@ class LauncherError(RftbenchError):
 class RankFailedError(RftbenchError):
     """Another rank of this DDP job failed with an error of its own (it recorded it in the run
     directory before it exited), so this rank stopped too: the run ends FAILED with that error."""
+
+
+class JobInterruptedError(LauncherError):
+    """A launched call stopped at a signal (SIGTERM from ``scancel``, SLURM's time-limit or
+    preemption signal, a Ray cancel) with its state saved: the run ends KILLED and the next sweep
+    resumes it. An ``Exception`` (unlike the ``KeyboardInterrupt`` the run raised), so that the
+    engine records the job as ended."""
