@@ -9,12 +9,13 @@ STAMP  := $(VENV)/.rftbench-installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# 1) everything with pinned versions; 2) torchattacks alone, without its stale deps (its
-	# requests~=2.25 pin conflicts with MLflow); 3) robustbench + pyautoattack after it (the
+	# 1) everything with pinned versions (with the `dashboard` extra: optuna-dashboard, which the
+	# README points to); 2) torchattacks alone, without its stale deps (its requests~=2.25 pin
+	# conflicts with MLflow); 3) robustbench + pyautoattack after it (the
 	# torchattacks wheel ships an old robustbench/ copy that must be overwritten), with the
 	# modules robustbench imports but does not declare (gdown for its downloads, geotorch and
 	# torchdiffeq for one architecture).
-	$(PIP) install -q -c constraints.txt -e '.[test]'
+	$(PIP) install -q -c constraints.txt -e '.[test,dashboard]'
 	$(PIP) install -q --no-deps torchattacks==3.5.1
 	$(PIP) install -q --no-deps --force-reinstall robustbench==1.1.1 pyautoattack==0.2.0 \
 	  gdown==5.1.0 beautifulsoup4==4.15.0 soupsieve==4.1.3 geotorch==0.4.0 torchdiffeq==0.2.5

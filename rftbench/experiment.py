@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from .config import ExperimentConfig, dump_config
 from .errors import RecordError
 from .evaluate import EvaluationRecord, evaluate_model
-from .mlflow_extras import example_batch, leaderboard_tags, log_dataset_inputs, log_pytorch_model, log_record_metrics
+from .mlflow_extras import (example_batch, leaderboard_tags, log_dataset_inputs, log_pytorch_model,
+                            log_record_metrics, split_prefix)
 from .models import weights_sha256
 from .plots import plot_robustness_curves
 from .setup import Task, build_task
@@ -277,25 +279,36 @@ def evaluate_config(cfg: ExperimentConfig, *, tracking_uri: str | None = None, l
         check_trained_head(cfg, task.model)
     split = cfg.eval.split
     name = f"eval:{cfg.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
-    try:
+    tags = {"rftbench.model": cfg.model.name, "rftbench.dataset": cfg.data.name,
+            "rftbench.eval_state": str(state.resolve())}
+    # the run is created before the evaluation starts, so that MLflow's start and end times are the
+    # evaluation's own; an interruption ends it KILLED (its tag says where the state to resume is)
+    with _evaluation_run(cfg.experiment, name, shard, tags, tracking_uri, log) as tracker:
+        if tracker is not None:
+            tracker.log_params(cfg.flat())
         record = evaluate_model(task.model, task.splits.split(split), cfg, device=task.device,
                                 dataset_name=cfg.data.name, split=split, shard=shard, reference=reference,
                                 state_path=state, on_block=on_block)
-    except KeyboardInterrupt:
-        if log:  # a run that says what happened and where the state is; it ends KILLED
-            with start_run(cfg.experiment, name, uri=tracking_uri,
-                           tags={"rftbench.kind": "evaluation", "rftbench.model": cfg.model.name,
-                                 "rftbench.eval_state": str(state.resolve())}):
-                raise
-        raise
-    record.data["experiment"] = cfg.experiment
-    run_id = None
-    if log:
-        run_id = log_evaluation_record(record, experiment=cfg.experiment, run_name=name, params=cfg.flat(),
-                                       tags={"rftbench.model": cfg.model.name}, uri=tracking_uri)
+        record.data["experiment"] = cfg.experiment
+        if tracker is not None:
+            _log_record(tracker, record)
     if out is not None:
         record.save(out)
-    return record, run_id
+    return record, tracker.run_id if tracker is not None else None
+
+
+@contextmanager
+def _evaluation_run(experiment: str, run_name: str, shard: Any, tags: dict[str, Any], uri: str | None,
+                    log: bool = True) -> Iterator[Optional[Tracker]]:
+    """A RUNNING MLflow run of kind ``evaluation`` (``evaluation-shard`` when ``shard`` is set) for
+    the length of the block, ended FINISHED, FAILED or KILLED as the block ends; None without ``log``."""
+    if not log:
+        yield None
+        return
+    all_tags = {"rftbench.kind": "evaluation-shard" if shard else "evaluation", "rftbench.schedule": "(as given)",
+                **tags}
+    with start_run(experiment, run_name, tags=all_tags, uri=uri) as tracker:
+        yield tracker
 
 
 def check_trained_head(cfg: ExperimentConfig, model: Any) -> None:
@@ -316,20 +329,28 @@ def check_trained_head(cfg: ExperimentConfig, model: Any) -> None:
 def log_evaluation_record(record: EvaluationRecord, *, experiment: str, run_name: str,
                           params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
                           uri: str | None = None) -> str:
-    """Log one evaluation record to a new MLflow run: the record as artifact, its numbers as
-    ``eval/*`` metrics (not for a shard, so that the leaderboard sees only whole evaluations) and
-    its certification, ER name and warnings as tags. Returns the run id."""
+    """Log one evaluation record (e.g. a merge of shard records) to a new MLflow run: see
+    :func:`_log_record`; ``params`` and ``tags`` go on the run too. Returns the run id."""
     shard = record.data.get("shard")
     arch = (record["model"].get("arch") or {}).get("name", "?")
-    all_tags = {"rftbench.kind": "evaluation-shard" if shard else "evaluation", "rftbench.model": arch,
-                "rftbench.dataset": record["dataset"], "rftbench.schedule": "(as given)", **(tags or {})}
-    with start_run(experiment, run_name, tags=all_tags, uri=uri) as tracker:
+    with _evaluation_run(experiment, run_name, shard, {"rftbench.model": arch, **(tags or {})}, uri) as tracker:
         if params:
             tracker.log_params(params)
-        if not shard:
-            log_record_metrics(tracker, record)
-        tracker.set_tags({**_record_tags(record), **({} if shard else leaderboard_tags(record)),
-                          "rftbench.weights_sha256": record["model"]["weights_sha256"],
-                          "rftbench.shard": f"{shard['index']}/{shard['count']}" if shard else ""})
-        tracker.log_dict(record.data, "evaluation.json", "evaluation")
+        _log_record(tracker, record)
         return tracker.run_id
+
+
+def _log_record(tracker: Tracker, record: EvaluationRecord) -> None:
+    """The record as artifact, its numbers as ``eval/*`` metrics (a shard logs only its
+    ``eval/time_s``: the leaderboard sees whole evaluations alone), its certification, ER name and
+    warnings as tags."""
+    shard = record.data.get("shard")
+    if shard:
+        tracker.log_metrics({f"{split_prefix(record['split'])}/time_s": record["timings"]["total_s"]})
+    else:
+        log_record_metrics(tracker, record)
+    tracker.set_tags({"rftbench.dataset": record["dataset"], **_record_tags(record),
+                      **({} if shard else leaderboard_tags(record)),
+                      "rftbench.weights_sha256": record["model"]["weights_sha256"],
+                      "rftbench.shard": f"{shard['index']}/{shard['count']}" if shard else ""})
+    tracker.log_dict(record.data, "evaluation.json", "evaluation")

@@ -10,6 +10,7 @@ version on the whole designated test subset, every check passed) gets a card.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,6 +35,36 @@ def _weights_run(client, run) -> Any:
             return r
     raise LeaderboardError(f"run {run.info.run_id} logged no weights (artifact 'model/') and no run of its "
                            f"experiment with weights hash {sha[:12] or '?'} did; export a training run instead.")
+
+
+def certification_gaps(record: dict[str, Any]) -> list[str]:
+    """What keeps an evaluation record from being certified, each with what to do, read from the
+    record itself (the conditions of :func:`rftbench.records.summarize`)."""
+    aa, sub, tm = record.get("autoattack"), record["subset"], record["threat_model"]
+    gaps = []
+    if record["split"] != "test":
+        gaps.append(f"it evaluated the {record['split']!r} split (certification needs eval.split=test)")
+    if record.get("shard"):
+        gaps.append(f"it is shard {record['shard']['index']}/{record['shard']['count']} of an evaluation (merge the "
+                    f"shards' records with `rftbench evaluate merge`)")
+    if not aa:
+        gaps.append("AutoAttack did not run (evaluate with eval.autoattack.enabled=true)")
+    else:
+        if aa["version"] != "standard":
+            gaps.append(f"AutoAttack ran version {aa['version']!r} (evaluate with eval.autoattack.version=standard)")
+        if not record.get("shard") and aa["n_samples"] < sub["n_total"]:
+            gaps.append(f"AutoAttack ran on {aa['n_samples']} of the {sub['n_total']} samples of the evaluation subset "
+                        f"(evaluate again with eval.autoattack.n_samples={sub['n_total']})")
+        if sub["n_total"] != sub["designated_size"]:
+            gaps.append(f"the evaluation subset has {sub['n_total']} samples, not the designated "
+                        f"{sub['designated_size']}")
+        if not math.isclose(aa["eps"], tm["target_eps"], rel_tol=1e-9, abs_tol=1e-12):
+            gaps.append(f"AutoAttack ran at eps {aa['eps'] * 255:g}/255, not the target {tm['target_eps'] * 255:g}/255")
+    failed = [f"{name} ({c.get('message', '')})" for name, c in record.get("checks", {}).items()
+              if c.get("passed") is False]
+    if failed:
+        gaps.append("a sanity check failed: " + "; ".join(failed))
+    return gaps or ["the record says so without naming why (re-evaluate with the current rftbench)"]
 
 
 def model_info(record: dict[str, Any], run: Any) -> dict[str, Any]:
@@ -72,10 +103,9 @@ def export_model_card(run_id: str, out: str | Path, *, uri: str | None = None) -
             raise LeaderboardError(f"run {run_id} has no evaluation record (evaluation/evaluation.json); "
                                    f"evaluate the model first.") from None
         if not rec.get("certified") or rec.get("flagged"):
-            why = "is flagged by a sanity check" if rec.get("flagged") else "is not certified"
-            raise LeaderboardError(f"run {run_id}'s AutoAttack {why} (certified needs AutoAttack 'standard' on the "
-                                   f"whole designated test subset and every check passing); RobustBench cards list "
-                                   f"only certified numbers. Evaluate with eval.autoattack.version=standard.")
+            raise LeaderboardError(f"run {run_id}'s AutoAttack is not certified: {'; '.join(certification_gaps(rec))}. "
+                                   f"RobustBench cards list only certified numbers (AutoAttack 'standard' at the "
+                                   f"target eps on the whole designated test subset, every check passing).")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         wrun = _weights_run(client, run)

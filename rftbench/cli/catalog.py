@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
-from .common import add_json_flag, eps_value, print_json
+from .common import add_json_flag, console, eps_value, print_json
 
 
 def cmd_schedules_list(args) -> int:
@@ -26,7 +25,7 @@ def cmd_schedules_list(args) -> int:
                        for p in it["params"])
         source = f"built-in: schedules/{Path(it['source']).name}" if it["origin"] == "built-in" else it["source"]
         table.add_row(it["name"], ps or "-", source)
-    Console().print(table)
+    console().print(table)
     return 0
 
 
@@ -38,7 +37,7 @@ def cmd_schedules_plot(args) -> int:
         print_json({"figure": str(path), "schedules": [{"name": s.name, "params": s.values} for s in drawn],
                      "target_eps": args.target_eps, "total_steps": args.total_steps})
     else:
-        Console().print(f"wrote {path} ({', '.join(map(repr, drawn))})")
+        console().print(f"wrote {path} ({', '.join(map(repr, drawn))})")
     return 0
 
 
@@ -49,30 +48,30 @@ def cmd_models_list(args) -> int:
     if args.json:
         print_json(info)
         return 0
-    console = Console()
+    out = console()
     table = Table(title="model families (name -> model.name)")
     for col in ("family", "usage"):
         table.add_column(col)
     for f in info["families"]:
         table.add_row(f["name"], f["usage"])
-    console.print(table)
+    out.print(table)
     table = Table(title="built-in models")
     for col in ("name", "input (C, H, W)", "description"):
         table.add_column(col)
     for b in info["builtins"]:
         table.add_row(b["name"], str(tuple(b["input_size"])), b["description"])
-    console.print(table)
+    out.print(table)
     t = info["timm"]
     table = Table(title=f"timm {t['version']}: {t['n_architectures']} architectures, {t['n_pretrained']} pretrained tags")
     for col in ("pattern", "architectures", "pretrained tags"):
         table.add_column(col)
     for p in t["patterns"]:
         table.add_row(p["pattern"], str(p["n_architectures"]), str(p["n_pretrained"]))
-    console.print(table)
-    console.print("paper backbones: " + ", ".join(f"{k}={v}" for k, v in info["paper_backbones"].items()))
+    out.print(table)
+    out.print("paper backbones: " + ", ".join(f"{k}={v}" for k, v in info["paper_backbones"].items()))
     if "matches" in t:
-        console.print(f"timm pretrained names matching {args.timm!r} ({len(t['matches'])}):")
-        console.print("\n".join("  timm:" + m for m in t["matches"]) or "  (none)")
+        out.print(f"timm pretrained names matching {args.timm!r} ({len(t['matches'])}):")
+        out.print("\n".join("  timm:" + m for m in t["matches"]) or "  (none)")
     return 0
 
 
@@ -89,7 +88,7 @@ def cmd_datasets_list(args) -> int:
     for d in items:
         table.add_row(d["name"], d["title"], str(d.get("num_classes") or "-"), d.get("splits", ""),
                       "yes" if d.get("download") else "no", d.get("augment_default", "-"))
-    Console().print(table)
+    console().print(table)
     return 0
 
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import RftbenchError
-from .common import add_json_flag, add_set_flag, print_json
+from .common import add_json_flag, add_set_flag, console, print_json
 
 
 def record_summary(record: Any) -> dict[str, Any]:
@@ -22,14 +22,15 @@ def record_summary(record: Any) -> dict[str, Any]:
             "certified": r["certified"], "flagged": bool(r.get("flagged", False)), "warnings": list(r["warnings"])}
 
 
-def print_record_summary(record: Any, run_id: str | None = None) -> None:
-    s, console = record_summary(record), Console()
+def print_record_summary(record: Any, run_id: str | None = None, prefix: str = "") -> None:
+    s, out = record_summary(record), console()
     aa = "n/a" if s["acc_autoattack"] is None else f"{s['acc_autoattack']:.4f} (n={s['autoattack_n']})"
-    console.print(f"clean {s['acc_clean']:.4f}  {s['sweep_attack']}@target {s['acc_sweep_at_target']:.4f}  "
-                  f"AutoAttack {aa}  {escape(s['er_name'])} {s['expected_robustness']:.4f}  n={s['n_samples']}"
-                  f"{'  certified' if s['certified'] else ''}{'  FLAGGED' if s['flagged'] else ''}" + (f"  (MLflow run {run_id})" if run_id else ""))
+    out.print(f"{prefix}clean {s['acc_clean']:.4f}  {s['sweep_attack']}@target {s['acc_sweep_at_target']:.4f}  "
+              f"AutoAttack {aa}  {escape(s['er_name'])} {s['expected_robustness']:.4f}  n={s['n_samples']}"
+              f"{'  certified' if s['certified'] else ''}{'  FLAGGED' if s['flagged'] else ''}"
+              + (f"  (MLflow run {run_id})" if run_id else ""))
     for w in s["warnings"]:
-        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
+        out.print(f"[yellow]warning:[/yellow] {escape(w)}")
 
 
 def cmd_demo(args) -> int:
@@ -94,8 +95,44 @@ def cmd_train(args) -> int:
     if args.json:
         print_json(out)
     else:
-        Console().print(out)
+        print_train_summary(res, cfg, args.config)
     return 0
+
+
+def _run_status(run_id: str) -> str:
+    """The run's status in the tracking store, as MLflow shows it."""
+    if run_id.startswith("offline-"):  # the spool's local id: the store was down when the run started
+        return "not in MLflow yet: send it with `rftbench runs sync RUN_DIR`"
+    from ..tracking import client_for
+
+    try:
+        return client_for().get_run(run_id).info.status
+    except Exception as exc:  # noqa: BLE001 - a summary line must not fail a finished training
+        return f"unknown (the tracking store did not answer: {type(exc).__name__})"
+
+
+def print_train_summary(res: Any, cfg: Any, config_path: str | None) -> None:
+    """What ``rftbench train`` did, one ``key: value`` line each: the run and its status, where
+    its directory and checkpoint are, the last epoch's metrics, the evaluation's headline numbers,
+    and the commands that evaluate it again and rank it."""
+    import shlex
+
+    out, t = console(), res.train
+    last = {k: v for k, v in (t.history[-1] if t.history else {}).items() if k != "epoch" and isinstance(v, float)}
+    lines = [("run", f"{res.run_id} ({cfg.experiment}/{cfg.name}), status {_run_status(res.run_id)}"),
+             ("run dir", str(res.run_dir)), ("checkpoint", str(t.checkpoint)),
+             ("training", f"{t.wall_time_s:.1f} s, {t.total_steps} steps, {t.attack_steps} attacked")]
+    if last:
+        lines.append(("last epoch", ", ".join(f"{k} {v:.4g}" for k, v in last.items())))
+    for key, value in lines:
+        out.print(f"{key + ':':<13}{escape(value)}", highlight=False)
+    if res.record is not None:
+        print_record_summary(res.record, prefix=f"{'evaluation:':<13}")
+    cfg_arg = shlex.quote(config_path) if config_path else "CONFIG"
+    out.print(f"{'evaluate:':<13}rftbench evaluate {cfg_arg} --model {shlex.quote(f'file:{t.checkpoint}')}"
+              "", highlight=False, markup=False)
+    out.print(f"{'leaderboard:':<13}rftbench leaderboard --experiment {shlex.quote(cfg.experiment)}",
+              highlight=False, markup=False)
 
 
 def cmd_evaluate(args) -> int:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 
-from .common import add_json_flag, print_json
+from .common import add_json_flag, console, print_json
 
 
 def cmd_runs_mark_stale(args) -> int:
@@ -17,8 +16,8 @@ def cmd_runs_mark_stale(args) -> int:
         return 0
     verb = "would mark" if args.dry_run else "marked"
     for s in stale:
-        Console().print(f"{verb} {s.run_id} ({s.run_name}) KILLED: {s.reason}")
-    Console().print(f"{len(stale)} stale run(s); resume one with `rftbench train CONFIG --resume RUN_ID`.")
+        console().print(f"{verb} {s.run_id} ({s.run_name}) KILLED: {s.reason}")
+    console().print(f"{len(stale)} stale run(s); resume one with `rftbench train CONFIG --resume RUN_ID`.")
     return 0
 
 
@@ -29,7 +28,7 @@ def cmd_runs_sync(args) -> int:
     if args.json:
         print_json({"run_id": res.run_id, "bytes_sent": res.bytes_sent, "run_dir": res.run_dir})
     else:
-        Console().print(f"synced {res.run_dir} to MLflow run {res.run_id} ({res.bytes_sent} bytes of spool sent)")
+        console().print(f"synced {res.run_dir} to MLflow run {res.run_id} ({res.bytes_sent} bytes of spool sent)")
     return 0
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .common import add_json_flag, add_set_flag, print_json
+from .common import add_json_flag, add_set_flag, console, print_json
 
 # CLI flag -> LauncherConfig field (flags override the spec's `launcher:` section)
 LAUNCHER_FLAGS = {"launcher": "name", "workers": "workers", "threads": "threads", "slurm_partition": "partition",
@@ -36,29 +35,52 @@ def _launcher(args, spec: dict[str, Any]):
 
 
 def _table(title: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
     table = Table(title=title)
     for col in rows[0]:
         table.add_column(col)
     for row in rows:
         table.add_row(*[f"{v:.5g}" if isinstance(v, float) else escape(str(v)) for v in row.values()])
-    Console().print(table)
+    console().print(table)
+
+
+def _runnable(runs, inputs: list[dict[str, Any]]) -> list[bool]:
+    """Per run: are both its dataset and its weights present? (matched by the names
+    :func:`rftbench.inputs_check.check_inputs` gives its rows: ``data.name``, and ``model.name``
+    followed by ``model.weights`` when set)."""
+    ok = {(i["kind"], i["name"]): i["ok"] for i in inputs}
+    return [ok.get(("dataset", r.config.data.name), False)
+            and ok.get(("weights", f"{r.config.model.name} {r.config.model.weights or ''}".strip()), False)
+            for r in runs]
 
 
 def _list(args, runs) -> int:
+    """The runs and their inputs' check; exit 1 when not one listed run could start here (every
+    one lacks its dataset or its weights), 0 when at least one can."""
     from ..inputs_check import check_inputs
 
-    rows = [{"name": r.name, **r.labels, "model": r.config.model.name, "dataset": r.config.data.name,
-             "target_eps": r.config.threat.eps, "schedule": r.config.schedule.name} for r in runs]
     inputs = check_inputs([r.config for r in runs])
+    runnable = _runnable(runs, inputs)
+    rows = [{"name": r.name, **r.labels, "model": r.config.model.name, "dataset": r.config.data.name,
+             "target_eps": r.config.threat.eps, "schedule": r.config.schedule.name, "inputs_present": ok}
+            for r, ok in zip(runs, runnable)]
     if args.json:
-        print_json({"runs": rows, "inputs": inputs} if args.check_inputs else rows)
+        print_json({"runs": rows, "inputs": inputs, "n_runnable": sum(runnable)} if args.check_inputs else rows)
     else:
         if rows:
-            _table(f"{len(rows)} runs of {args.spec}", rows)
+            _table(f"{len(rows)} runs of {args.spec} ({sum(runnable)} with their inputs present)", rows)
         for i in inputs:
             mark = "[green]present[/green]" if i["ok"] else "[red]missing[/red]"
-            Console().print(f"{i['kind']} {escape(i['name'])}: {mark} {escape(i['problem'])}")
-    return 0  # a listing: what is missing is said above, not an error
+            console().print(f"{i['kind']} {escape(i['name'])}: {mark} {escape(i['problem'])}")
+    if any(runnable):
+        return 0
+    why = (f"no run of {args.spec} matches the selection (--only / --shard)" if not runs else
+           f"none of the {len(runs)} runs of {args.spec} can start on this machine: each lacks its dataset or its "
+           f"pretrained weights. Put the missing files where the lines above say (or pass `--set data.download=true` "
+           f"for a dataset that downloads), then list again")
+    console(stderr=True).print(f"[red]error:[/red] {escape(why)}.")
+    return 1
 
 
 def cmd_sweep(args) -> int:
@@ -83,16 +105,19 @@ def cmd_sweep(args) -> int:
         else:
             _table(f"sweep {args.spec}", [{"name": r.name, "status": r.status, "run_id": r.run_id or "",
                                            "message": r.message[:120]} for r in results])
-            Console().print({k: v for k, v in summary.items() if k != "failures"})
+            console().print(", ".join(f"{v} {k}" for k, v in summary.items() if k != "failures"))
             for f in summary["failures"]:
-                Console().print(f"[red]failed[/red] {escape(f['name'])}: {escape(f['message'])}")
+                console().print(f"[red]failed[/red] {escape(f['name'])}: {escape(f['message'])}")
         return 1 if summary["failed"] else 0
     if args.json:
         print_json(out)
     elif isinstance(out, list) and out:
         _table(f"{len(out)} runs of {args.spec}", out)
+    elif isinstance(out, list):
+        console().print(f"no run of {escape(args.spec)} matches the selection.")
     else:
-        Console().print(out)
+        console().print(f"wrote {len(out['written'])} configs into {escape(args.write_configs)}:")
+        console().print("\n".join(escape(p) for p in out["written"]))
     return 0
 
 
