@@ -88,9 +88,10 @@ def test_bad_specs_fail_before_any_work(tmp_path, capsys):
         expand_grid({"name": "{x}", "base": {}, "axes": {"y": {"a": {}}}})
 
 
-def test_cli_lists_a_selection_as_json(capsys):
+def test_cli_lists_a_selection_as_json(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("RFTBENCH_DATA", str(tmp_path / "no-data"))  # nothing runnable: the listing exits 1
     assert main(["sweep", str(BENCH / "paper_grid.yaml"), "--list", "--json", "--only", "resnet50-cub200-*",
-                 "--set", "train.epochs=2"]) == 0
+                 "--set", "train.epochs=2"]) == 1
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 8 and {r["model"] for r in rows} == {PAPER_BACKBONES["resnet50"]}
 

@@ -82,7 +82,8 @@ def test_dry_run_and_list_say_what_would_happen(workdir, capsys):
 def test_list_says_which_inputs_are_missing(workdir, capsys, monkeypatch):
     monkeypatch.setenv("RFTBENCH_DATA", str(workdir / "no-data"))
     paper = Path(__file__).parents[2] / "benchmarks" / "grids" / "paper_grid.yaml"
-    assert main(["sweep", str(paper), "--list", "--check-inputs", "--json", "--only", "resnet50-cub200-*"]) == 0
+    # no run of the selection has its dataset: the listing says so and exits 1
+    assert main(["sweep", str(paper), "--list", "--check-inputs", "--json", "--only", "resnet50-cub200-*"]) == 1
     inputs = {i["kind"]: i for i in json.loads(capsys.readouterr().out)["inputs"]}
     assert not inputs["dataset"]["ok"] and "CUB_200_2011" in inputs["dataset"]["problem"]
     assert inputs["weights"]["ok"] or "timm.create_model" in inputs["weights"]["problem"]
