@@ -1,6 +1,8 @@
-"""Figures: robustness curves and schedules (matplotlib, Agg backend, PNG files)."""
+"""Figures: robustness curves and schedules (matplotlib, Agg backend, PNG files), and the
+report's training and compute figures (matplotlib Figures; the report inlines them)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -61,6 +63,61 @@ def plot_phenomenon(df, out: str | Path, order: Sequence[str] | None = None,
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return _save(fig, out)
+
+
+def schedule_colours(names: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
+    """One colour per distinct schedule label, in order of first appearance (tab10, then tab20
+    beyond ten): every figure of a report draws a schedule in the same colour."""
+    order = list(dict.fromkeys(names))
+    cmap = matplotlib.colormaps["tab10" if len(order) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(order)}
+
+
+TrainingSeries = Mapping[str, Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]]]
+
+
+def training_accuracy_figure(series: TrainingSeries, colours: Mapping[str, tuple] | None = None):
+    """Clean and adversarial training accuracy per epoch: ``series[schedule]`` holds one
+    ``(epochs, acc_clean, acc_adv)`` per seed (accuracies in [0, 1]). A schedule has one colour;
+    clean is drawn solid, adversarial dashed; the legend names each (schedule, kind) pair once,
+    below the axes so that it never hides a line. Returns the Figure (the caller saves it)."""
+    colours = colours or schedule_colours(list(series))
+    rows = max(1, len(series))
+    fig, ax = plt.subplots(figsize=(9, 4.2 + 0.25 * rows), dpi=100)
+    for name, seeds in series.items():
+        for i, (epochs, clean, adv) in enumerate(seeds):
+            for values, style, kind in ((clean, "-", "clean"), (adv, "--", "adversarial")):
+                ax.plot(epochs, values, linestyle=style, marker=".", color=colours[name], alpha=0.9,
+                        label=f"{name}: {kind}" if i == 0 else "_nolegend_")
+    ax.set(xlabel="epoch", ylabel="training accuracy", ylim=(0, 1),
+           title="Training accuracy on the same batches: clean (solid) and adversarial (dashed)")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=9, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def compute_figure(names: Sequence[str], wall_s: Sequence[float], passes: Sequence[float],
+                   colours: Mapping[str, tuple] | None = None):
+    """Training wall time (s, mean over seeds) and attack sample passes (forward+backward) per
+    row, horizontal bars in the schedule's colour; the height grows with the number of rows and
+    long labels are wrapped, so nothing is cut. Returns the Figure."""
+    colours = colours or schedule_colours(names)
+    labels = [textwrap.fill(n, 28) for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 1.6 + 0.55 * max(1, len(names))), dpi=100, sharey=True)
+    pos = list(range(len(names)))
+    for ax, values, label in ((axes[0], wall_s, "training wall time (s, mean over seeds)"),
+                              (axes[1], passes, "attack forward+backward sample passes")):
+        ax.barh(pos, [0.0 if v != v else v for v in values], color=[colours[n] for n in names])
+        ax.set_xlabel(label, fontsize=11)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=10)
+    axes[0].set_yticks(pos, labels)
+    axes[0].invert_yaxis()
+    fig.suptitle("Compute cost", fontsize=12)
+    fig.tight_layout()
+    return fig
 
 
 def _save(fig, out: str | Path) -> Path:
