@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from .evalstate import EvaluationInterrupted, read_state, write_state
 from .signals import StopRequest
 from .metrics import expected_robustness, resolve_distribution
 from .models import weights_sha256
+from .progress import ProgressService, Task, for_mode, format_eps
 from .records import (EvaluationRecord, SampleResults, concat_samples, library_versions, merge_records, pack_array,
                       summarize, unpack_array)
 
@@ -115,6 +116,7 @@ class _Plan:
     n_aa: int
     sweep: SweepSettings
     settings: dict[str, Any]
+    shard: Optional[tuple[int, int]] = None
 
     @property
     def mine(self) -> np.ndarray:
@@ -160,7 +162,8 @@ def _plan(dataset: Dataset, cfg: ExperimentConfig, with_autoattack: bool | None,
     start, end = (0, n_total) if shard is None else shard_range(n_total, shard, shard_block(cfg))
     n_aa = min(ec.autoattack.n_samples, n_total) if run_aa else 0
     sample_shape = tuple(dataset[int(subset[0])][0].shape) if n_total else (1, 1, 1)
-    return _Plan(subset, labels, start, end, run_aa, n_aa, sweep, _settings(cfg, sweep, sample_shape, run_aa, n_aa))
+    return _Plan(subset, labels, start, end, run_aa, n_aa, sweep, _settings(cfg, sweep, sample_shape, run_aa, n_aa),
+                 shard)
 
 
 def _part_info(plan: _Plan, n: int) -> dict[str, Any]:
@@ -210,7 +213,7 @@ def _meta(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, plan: _Plan
 
 
 def _sweep_keeping_labels(model: nn.Module, batches, cfg: ExperimentConfig, plan: _Plan, device,
-                          ) -> tuple[np.ndarray, np.ndarray]:
+                          on_eps=None) -> tuple[np.ndarray, np.ndarray]:
     """The pruned sweep's flags (n, len(grid)) over ``batches`` and the labels it saw (n,)."""
     labels: list[np.ndarray] = []
 
@@ -219,8 +222,21 @@ def _sweep_keeping_labels(model: nn.Module, batches, cfg: ExperimentConfig, plan
             labels.append(y.numpy())
             yield x, y, idx
 
-    flags = pruned_sweep(model, keeping_labels(batches), cfg.eps_grid(), plan.sweep, device)
+    flags = pruned_sweep(model, keeping_labels(batches), cfg.eps_grid(), plan.sweep, device, on_eps=on_eps)
     return flags, (np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64))
+
+
+def _n_batches(n: int, size: int) -> int:
+    return math.ceil(n / size) if n else 0
+
+
+def _eps_progress(task: Task, grid: Sequence[float], norm: str, n_batches: int):
+    """The pruned sweep's ``on_eps`` hook showing ``batch 1/2 eps 3/4 = 8/255: 40/64 robust``."""
+    def on_eps(b: int, j: int, eps: float, robust: int, n: int) -> None:
+        where = f"eps {j}/{len(grid) - 1} = {format_eps(eps, norm)}: {robust}/{n} robust" if j else \
+            f"clean: {robust}/{n} correct"
+        task.update(advance=1, detail=f"batch {b + 1}/{n_batches} {where}")
+    return on_eps
 
 
 def _clean_again(model: nn.Module, batches, device) -> np.ndarray:
@@ -230,32 +246,41 @@ def _clean_again(model: nn.Module, batches, device) -> np.ndarray:
 
 
 def _measure_block(model: nn.Module, batches, cfg: ExperimentConfig, plan: _Plan, lo: int, hi: int, device,
-                   timings: dict[str, float]) -> tuple[SampleResults, np.ndarray]:
+                   timings: dict[str, float], svc: ProgressService) -> tuple[SampleResults, np.ndarray]:
     """Every measurement on subset positions [lo, hi) (one block): its per-sample results and
-    the clean correctness of a second pass."""
-    ec = cfg.eval
+    the clean correctness of a second pass (each shown as a task of ``svc``)."""
+    ec, grid, bs = cfg.eval, cfg.eps_grid(), cfg.data.eval_batch_size
 
     def clock(key: str, t: float) -> None:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
 
     idx = plan.subset[lo:hi]
     t = time.perf_counter()
-    flags, labels = _sweep_keeping_labels(model, batches(idx), cfg, plan, device)
+    with svc.task("sweep", _n_batches(len(idx), bs) * len(grid), detail=f"{len(idx)} samples") as task:
+        hook = _eps_progress(task, grid, plan.sweep.norm, _n_batches(len(idx), bs))
+        flags, labels = _sweep_keeping_labels(model, batches(idx), cfg, plan, device, hook)
     clock("sweep_s", t)
     # clean results again (a randomized or stateful model does not reproduce)
     t = time.perf_counter()
-    clean_again = _clean_again(model, batches(idx), device)
+    with svc.task("clean recheck", _n_batches(len(idx), bs), unit="batch") as task:
+        clean_again = _clean_again(model, task.track(batches(idx)), device)
     clock("clean_recheck_s", t)
     # the sanity probe on positions [0, probe_samples): a naive sweep and the attack at a very large eps
     t = time.perf_counter()
     probe_idx = plan.subset[lo:max(lo, min(hi, ec.checks.probe_samples))]
-    probe_raw = naive_sweep(model, batches(probe_idx), cfg.eps_grid(), plan.sweep, device)
-    probe_large = robust_at(model, batches(probe_idx), plan.settings["checks"]["large_eps"],
-                            plan.sweep.for_large_eps(), device) & probe_raw[:, 0]
+    with svc.task("checks probe", 2 * _n_batches(len(probe_idx), bs), unit="batch",
+                  detail=f"{len(probe_idx)} samples: naive sweep, then eps "
+                  f"{format_eps(plan.settings['checks']['large_eps'], cfg.threat.norm)}"
+                  ) as task:
+        probe_raw = naive_sweep(model, task.track(batches(probe_idx)), grid, plan.sweep, device)
+        probe_large = robust_at(model, task.track(batches(probe_idx)), plan.settings["checks"]["large_eps"],
+                                plan.sweep.for_large_eps(), device) & probe_raw[:, 0]
     clock("sanity_probe_s", t)
     # AutoAttack on positions [0, n_aa), in chunks
     aa_idx = plan.subset[lo:max(lo, min(hi, plan.n_aa))]
-    aa = _autoattack(model, batches(aa_idx, ec.autoattack.batch_size), cfg, device, timings)
+    with svc.task("autoattack", _n_batches(len(aa_idx), ec.autoattack.batch_size), unit="chunk",
+                  detail=f"{len(aa_idx)} samples at eps {format_eps(cfg.threat.eps, cfg.threat.norm)}") as task:
+        aa = _autoattack(model, batches(aa_idx, ec.autoattack.batch_size), cfg, device, timings, task)
     res = SampleResults(start=lo, indices=idx.astype(np.int64), labels=labels, sweep_flags=flags,
                         probe_raw=probe_raw, probe_large=probe_large,
                         clean_recheck_mismatch=int(np.sum(clean_again != flags[:, 0])), **aa)
@@ -273,12 +298,17 @@ def _measure(model: nn.Module, batches, cfg: ExperimentConfig, plan: _Plan, devi
     state after each block and stopping at a block boundary when a signal asked for it."""
     ranges = _block_ranges(plan, shard_block(cfg))
     done = state.load(timings)
-    with StopRequest("evaluation", enabled=state.path is not None) as guard:
+    svc = state.progress or for_mode("off")
+    with svc.task(_title(plan), len(ranges), unit="block", detail=_scope(plan, len(done))) as task, \
+            StopRequest("evaluation", enabled=state.path is not None,
+                        safe_point=lambda: _safe_point(len(done), len(ranges))) as guard:
+        task.update(len(done))
         for k, (lo, hi) in enumerate(ranges):
             if k < len(done):
                 continue
-            done.append(_measure_block(model, batches, cfg, plan, lo, hi, device, timings))
+            done.append(_measure_block(model, batches, cfg, plan, lo, hi, device, timings, svc))
             state.save(done, timings)
+            task.update(k + 1, detail=f"{hi - plan.start}/{plan.end - plan.start} samples done")
             if state.on_block is not None:
                 state.on_block(k + 1, len(ranges))
             if guard.requested and k + 1 < len(ranges):
@@ -293,13 +323,34 @@ def _measure(model: nn.Module, batches, cfg: ExperimentConfig, plan: _Plan, devi
     return samples
 
 
+def _title(plan: _Plan) -> str:
+    """``evaluation``, or ``evaluation shard 1/4`` (0-based, as ``--shard`` writes it)."""
+    return "evaluation" + (f" shard {plan.shard[0]}/{plan.shard[1]}" if plan.shard else "")
+
+
+def _scope(plan: _Plan, n_done: int) -> str:
+    """``24 samples, 16 under AutoAttack (resumed after 1 block)``."""
+    aa = f", {plan.n_aa} under AutoAttack" if plan.run_aa else ""
+    again = f" (resumed after {n_done} block{'s' if n_done != 1 else ''})" if n_done else ""
+    return f"{plan.end - plan.start} samples{aa}{again}"
+
+
+def _safe_point(n_done: int, n_blocks: int) -> str:
+    """Where a signal received while block ``n_done + 1`` runs stops the evaluation."""
+    if n_done + 1 >= n_blocks:
+        return f"when its last block ({n_blocks} of {n_blocks}) ends"
+    return f"after block {n_done + 1} of {n_blocks}"
+
+
 @dataclass
 class _State:
-    """The resumable state of one evaluation: finished blocks, kept in ``path`` (None: not kept)."""
+    """The resumable state of one evaluation: finished blocks, kept in ``path`` (None: not kept);
+    ``progress`` shows its blocks (None: nothing)."""
 
     path: Any
     fingerprint: dict[str, Any]
     on_block: Any = None
+    progress: Optional[ProgressService] = None
     t0: float = field(default_factory=time.perf_counter)
     elapsed_before: float = 0.0  # seconds the saved blocks took
 
@@ -332,6 +383,10 @@ def evaluate_model(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, *,
     blocks there (and continue after those it holds); SIGTERM / SIGINT then stop at the next
     block boundary with :class:`~rftbench.evalstate.EvaluationInterrupted`; the file is removed
     when the evaluation completes. ``on_block(done, total)`` is called after each block.
+
+    Progress (blocks, shard, sweep eps points, the checks probe, AutoAttack chunks with the samples
+    left robust after each attack) goes to stderr through :mod:`rftbench.progress` in the mode of
+    ``cfg.train.progress`` (``off``: nothing); it never changes the record.
     """
     t0 = time.perf_counter()
     plan = _plan(dataset, cfg, with_autoattack, shard)
@@ -345,7 +400,7 @@ def evaluate_model(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, *,
     path = None if state_path is None else Path(state_path)
     fingerprint = {k: meta[k] for k in ("model", "dataset", "split", "subset", "shard", "threat_model", "settings",
                                         "seeds")}
-    state = _State(path, fingerprint, on_block, t0)
+    state = _State(path, fingerprint, on_block, for_mode(cfg.train.progress), t0)
     with input_gradients_only(model):
         samples = _measure(model, batches, cfg, plan, device, timings, reference, state)
     timings["total_s"] = state.elapsed_before + time.perf_counter() - t0
@@ -355,8 +410,10 @@ def evaluate_model(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, *,
     return record
 
 
-def _autoattack(model: nn.Module, chunks, cfg: ExperimentConfig, device, timings: dict[str, float]) -> dict[str, Any]:
-    """pyautoattack (and torchattacks' AutoAttack when asked) on each chunk; the SampleResults fields."""
+def _autoattack(model: nn.Module, chunks, cfg: ExperimentConfig, device, timings: dict[str, float],
+                task: Task) -> dict[str, Any]:
+    """pyautoattack (and torchattacks' AutoAttack when asked) on each chunk; the SampleResults
+    fields. ``task`` shows each chunk and the samples left robust after each attack."""
     ec, th = cfg.eval, cfg.threat
     second = ec.autoattack.second_opinion
     out: dict[str, Any] = {"aa_broken_by": np.zeros(0, np.uint8), "ta_flags": None, "aa_attacks": [],
@@ -364,25 +421,31 @@ def _autoattack(model: nn.Module, chunks, cfg: ExperimentConfig, device, timings
     parts, ta_parts = [], []
     t_aa = t_ta = 0.0
     num_classes = None
-    for x, y, _ in chunks:
+    for c, (x, y, _) in enumerate(chunks):
         x, y = x.to(device), y.to(device)
         if num_classes is None:
             with torch.no_grad():
                 num_classes = int(model(x[:1]).shape[1])
         t = time.perf_counter()
+
+        def on_attack(k: int, n_attacks: int, name: str, left: int, c=c, n=len(y)) -> None:
+            task.update(detail=f"chunk {c + 1}/{task.total} {name} ({k + 1}/{n_attacks}): {left}/{n} left robust")
+
         res = run_pyautoattack(model, x, y, eps=th.eps, norm=th.norm, version=ec.autoattack.version,
                                num_classes=num_classes, seed=cfg.seed, batch_size=ec.autoattack.batch_size,
-                               attacks=ec.autoattack.attacks or None, device=device)
+                               attacks=ec.autoattack.attacks or None, device=device, on_attack=on_attack)
         t_aa += time.perf_counter() - t
         parts.append(res.broken_by)
         out["aa_attacks"], out["aa_n_target_classes"] = res.attacks, res.n_target_classes
         out["aa_library_warnings"] += [m for m in res.library_warnings if m not in out["aa_library_warnings"]]
         if second:
+            task.update(detail=f"chunk {c + 1}/{task.total} torchattacks' AutoAttack (second opinion)")
             t = time.perf_counter()
             ta_parts.append(run_torchattacks_autoattack(model, x, y, eps=th.eps, norm=th.norm,
                                                         version=ec.autoattack.version, num_classes=num_classes,
                                                         seed=cfg.seed))
             t_ta += time.perf_counter() - t
+        task.update(advance=1)
     if second:
         out["ta_flags"] = np.concatenate(ta_parts) if ta_parts else np.zeros(0, bool)
     if parts:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -87,24 +87,32 @@ class AutoAttackResult:
     library_warnings: list[str] = field(default_factory=list)
 
 
+# progress hook of AutoAttack on one chunk: (attack k, number of attacks, its name, samples left robust after it)
+AttackHook = Callable[[int, int, str, int], None]
+
+
 def _attack_one_by_one(aa, order: list[str], x: torch.Tensor, y: torch.Tensor, alive: torch.Tensor,
-                       broken_by: np.ndarray, batch_size: int) -> None:
-    """Each attack of ``order`` on the survivors of the previous ones (updates alive, broken_by)."""
+                       broken_by: np.ndarray, batch_size: int, on_attack: Optional[AttackHook] = None) -> None:
+    """Each attack of ``order`` on the survivors of the previous ones (updates alive, broken_by);
+    ``on_attack`` after each (also those skipped once none survives)."""
     for k, name in enumerate(order):
         pos = alive.nonzero().flatten()
-        if len(pos) == 0:
-            break
-        aa.attacks_to_run = [name]
-        _, y_adv = aa.run_standard_evaluation(x[pos], y[pos], batch_size=batch_size)
-        broke = (y_adv.to(y.device) != y[pos])
-        alive[pos[broke]] = False
-        broken_by[pos[broke].cpu().numpy()] = 2 + k
+        if len(pos) > 0:
+            aa.attacks_to_run = [name]
+            _, y_adv = aa.run_standard_evaluation(x[pos], y[pos], batch_size=batch_size)
+            broke = (y_adv.to(y.device) != y[pos])
+            alive[pos[broke]] = False
+            broken_by[pos[broke].cpu().numpy()] = 2 + k
+        if on_attack is not None:
+            on_attack(k, len(order), name, int(alive.sum()))
 
 
 def run_pyautoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, version: str,
                      num_classes: int, seed: int, batch_size: int, attacks: list[str] | None = None,
-                     device: torch.device | str = "cpu") -> AutoAttackResult:
-    """pyautoattack on one chunk (N <= ``batch_size`` samples), one attack at a time.
+                     device: torch.device | str = "cpu", on_attack: Optional[AttackHook] = None) -> AutoAttackResult:
+    """pyautoattack on one chunk (N <= ``batch_size`` samples), one attack at a time;
+    ``on_attack(k, n_attacks, name, n_left)`` after attack k with the samples still robust (progress
+    display; the results do not depend on it).
 
     Each attack of the version's list runs through ``run_standard_evaluation`` on the survivors
     of the previous ones, with the settings the version sets: with N <= batch_size this is
@@ -123,7 +131,7 @@ def run_pyautoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     capture = _CaptureLog()
     log.addHandler(capture)
     try:
-        _attack_one_by_one(aa, order, x, y, alive, broken_by, batch_size)
+        _attack_one_by_one(aa, order, x, y, alive, broken_by, batch_size, on_attack)
     finally:
         log.removeHandler(capture)
         aa.attacks_to_run = order

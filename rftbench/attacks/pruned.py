@@ -12,7 +12,7 @@ Flags are (n_samples, len(eps_grid)) booleans; column 0 (eps = 0) is clean corre
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,8 @@ from .sweep import SweepSettings
 
 # one batch: images (N,C,H,W) in [0,1], labels (N,), dataset indices (N,) that seed random starts
 Batch = tuple[torch.Tensor, torch.Tensor, Sequence[int]]
+# progress hook of the pruned sweep: (batch, grid point j, eps, samples robust there, samples in the batch)
+EpsHook = Callable[[int, int, float, int, int], None]
 
 
 def _check_grid(eps_grid: Sequence[float]) -> None:
@@ -31,8 +33,10 @@ def _check_grid(eps_grid: Sequence[float]) -> None:
 
 
 def _pruned_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: np.ndarray, eps_grid: Sequence[float],
-                  settings: SweepSettings) -> torch.Tensor:
-    """Flags (N, len(eps_grid)) of one batch: each eps attacks the survivors of the previous one."""
+                  settings: SweepSettings, on_eps: Optional[Callable[[int, float, int], None]] = None,
+                  ) -> torch.Tensor:
+    """Flags (N, len(eps_grid)) of one batch: each eps attacks the survivors of the previous one;
+    ``on_eps(j, eps, n_robust)`` after each grid point (also those skipped once none survives)."""
     attack = settings.implementation
     flags = torch.zeros(len(y), len(eps_grid), dtype=torch.bool)
     # with restart 0 at the clean image (PGD without random start), its first step has the same
@@ -43,26 +47,30 @@ def _pruned_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: np.nd
     else:
         first_grad, alive = None, predict(model, x) == y
     flags[:, 0] = alive.cpu()
+    report = on_eps or (lambda j, eps, n: None)
+    report(0, float(eps_grid[0]), int(flags[:, 0].sum()))
     for j, eps in enumerate(eps_grid[1:], start=1):
         pos = alive.nonzero().flatten()
-        if len(pos) == 0:
-            break
-        alive[pos] = attack.robust(model, x[pos], y[pos], idx[pos.cpu().numpy()], eps,
-                                   first_grad=None if first_grad is None else first_grad[pos])
-        flags[:, j] = alive.cpu()
+        if len(pos) > 0:
+            alive[pos] = attack.robust(model, x[pos], y[pos], idx[pos.cpu().numpy()], eps,
+                                       first_grad=None if first_grad is None else first_grad[pos])
+            flags[:, j] = alive.cpu()
+        report(j, float(eps), int(flags[:, j].sum()))
     return flags
 
 
 def pruned_sweep(model: nn.Module, batches: Iterable[Batch], eps_grid: Sequence[float], settings: SweepSettings,
-                 device: torch.device | str = "cpu") -> np.ndarray:
+                 device: torch.device | str = "cpu", on_eps: Optional[EpsHook] = None) -> np.ndarray:
     """Per-sample flags (n, len(eps_grid)) of the pruned sweep. Streams ``batches``: memory holds
-    one batch at a time."""
+    one batch at a time. ``on_eps(b, j, eps, n_robust, n)``: after grid point j of batch b, its
+    ``n_robust`` of ``n`` samples robust (progress display; the flags do not depend on it)."""
     _check_grid(eps_grid)
     model.eval()
     out = []
     with input_gradients_only(model):
-        for x, y, idx in batches:
-            out.append(_pruned_batch(model, x.to(device), y.to(device), np.asarray(idx), eps_grid, settings))
+        for b, (x, y, idx) in enumerate(batches):
+            hook = None if on_eps is None else (lambda j, eps, r, b=b, n=len(y): on_eps(b, j, eps, r, n))
+            out.append(_pruned_batch(model, x.to(device), y.to(device), np.asarray(idx), eps_grid, settings, hook))
     return torch.cat(out).numpy() if out else np.zeros((0, len(eps_grid)), dtype=bool)
 
 
