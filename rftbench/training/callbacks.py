@@ -44,8 +44,9 @@ class BatchEnd:
     """What happened on one batch. ``batch`` is its index in the epoch (0-based), ``step`` the
     batches done in the whole run (1-based, the MLflow step of ``train_step/*``), ``eps`` its eps
     (pixel units); ``optimizer_step``: it ended an accumulation group; ``stats``: the window
-    statistics (``loss``, ``eps``, ``lr``, ``images_per_s``, ``acc_clean``, ``acc_adv``) on
-    logging steps, else None."""
+    statistics (``loss``, ``eps``, ``lr``, ``images_per_s``, ``acc_clean``, ``acc_adv``,
+    ``acc_clean_attacked``, ``attacked_frac``: :meth:`~rftbench.training.step.BatchMeter.values`)
+    on logging steps, else None."""
 
     epoch: int
     batch: int
@@ -85,7 +86,8 @@ class MlflowCallback(Callback):
     """Metrics and liveness tags into one MLflow run (a :class:`rftbench.tracking.Tracker`).
 
     ``train_step/*`` window metrics at step = batches done, ``train/*`` and ``val/*`` epoch metrics
-    at step = epoch; the process tags and a heartbeat (:mod:`rftbench.recovery`) at the start, on
+    at step = epoch; the process tags, the torch thread count (``rftbench.torch_threads``, with
+    ``rftbench.torch_threads_why``) and a heartbeat (:mod:`rftbench.recovery`) at the start, on
     every logging step and epoch end; ``rftbench.resumed_from`` on a resumed run. The per-step
     calls are marked ``per_step`` (what a full tracking spool drops first).
     """
@@ -96,7 +98,8 @@ class MlflowCallback(Callback):
         self.tracker, self._heartbeat, self._process_tags = tracker, heartbeat_tags, process_tags
 
     def on_run_start(self, trainer):
-        self.tracker.set_tags(self._process_tags())
+        self.tracker.set_tags({**self._process_tags(), "rftbench.torch_threads": str(trainer.threads),
+                               "rftbench.torch_threads_why": trainer.threads_why})
         if trainer.resumed_from:
             self.tracker.set_tags({"rftbench.resumed_from": json.dumps(trainer.resumed_from)})
 

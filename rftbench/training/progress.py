@@ -3,7 +3,9 @@
 The trainer, through :class:`rftbench.training.callbacks.ProgressCallback`, calls
 :meth:`TrainProgress.advance` on every batch (host-side counters only, no device sync) and
 :meth:`TrainProgress.update` on logging steps with the window's statistics (``eps``, ``lr``,
-``loss``, ``acc_clean``, ``acc_adv``, ``images_per_s``: host floats; an accuracy may be missing).
+``loss``, ``acc_clean``, ``acc_adv``, ``acc_clean_attacked``, ``attacked_frac``, ``images_per_s``:
+host floats, the names of :meth:`rftbench.training.step.BatchMeter.values`; an accuracy may be
+missing).
 Everything goes to stderr, so ``--json`` output on stdout stays clean.
 """
 from __future__ import annotations
@@ -35,7 +37,12 @@ class TrainProgress:
 
 
 def format_stats(stats: Mapping[str, float]) -> str:
-    """``eps 0.0500  lr 0.0200  loss 0.8123  acc clean 0.812 adv 0.433  1234 img/s``."""
+    """``eps 0.0500  lr 0.0200  loss 0.8123  acc clean 0.812 adv 0.433  1234 img/s``.
+
+    ``acc clean`` covers every batch, ``adv`` the attacked ones; where only some were attacked,
+    the clean accuracy on those same batches and their share follow:
+    ``acc clean 0.902 adv 0.433 (40% of samples attacked; clean on them 0.871)``.
+    """
     parts = []
     if "eps" in stats:
         parts.append(f"eps {stats['eps']:.4f}")
@@ -45,17 +52,24 @@ def format_stats(stats: Mapping[str, float]) -> str:
         parts.append(f"loss {stats['loss']:.4f}")
     accs = [f"{k} {stats['acc_' + k]:.3f}" for k in ("clean", "adv") if stats.get("acc_" + k) is not None]
     if accs:
-        parts.append("acc " + " ".join(accs))
+        parts.append("acc " + " ".join(accs) + _partial_attack(stats))
     if "images_per_s" in stats:
         parts.append(f"{stats['images_per_s']:.0f} img/s")
     return "  ".join(parts)
 
 
+def _partial_attack(stats: Mapping[str, float]) -> str:
+    frac, clean_there = stats.get("attacked_frac"), stats.get("acc_clean_attacked")
+    if frac is None or frac >= 1 or stats.get("acc_adv") is None:
+        return ""
+    there = f"; clean on them {clean_there:.3f}" if clean_there is not None else ""
+    return f" ({frac:.0%} of samples attacked{there})"
+
+
 def _epoch_summary(metrics: Mapping[str, float]) -> dict[str, float]:
     out = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("train/")}
-    return {"eps": out.get("eps"), "lr": out.get("lr"), "loss": out.get("loss"),
-            "acc_clean": out.get("acc_clean"), "acc_adv": out.get("acc_adv"),
-            "images_per_s": out.get("images_per_s")}
+    keys = ("eps", "lr", "loss", "acc_clean", "acc_adv", "attacked_frac", "acc_clean_attacked", "images_per_s")
+    return {k: out.get(k) for k in keys}
 
 
 def _val_summary(metrics: Mapping[str, float]) -> str:

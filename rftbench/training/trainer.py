@@ -7,7 +7,12 @@ objective, backward, optimizer step), the code path ``benchmarks/perf_train.py``
 Side jobs (MLflow, progress, checkpoints, signals, pruning) are callbacks
 (:mod:`rftbench.training.callbacks`).
 
-Batch statistics are accumulated on the device and read back only on logging steps,
+Training accuracies are those of the model as it trains (its training mode, the weights
+before the batch's step): ``train/acc_clean`` on the clean images of every batch (from the
+objective's clean forward, else one extra no-grad forward), ``train/acc_adv`` on the
+adversarial examples of the attacked batches, ``train/acc_clean_attacked`` the clean accuracy
+on those same batches and ``train/attacked_frac`` their share; ``val/acc_clean`` is the
+eval-mode one. Batch statistics are accumulated on the device and read back only on logging steps,
 checkpoints and epoch ends (on CPU the loss is also checked after every batch, which costs
 nothing there). Validation runs under a forked RNG, so neither it nor logging changes the
 trained weights. On CPU with ``data.num_workers: 0`` a run resumed from ``state.pt`` ends with
@@ -31,6 +36,7 @@ from torch.utils.data import DataLoader
 from ..config import ExperimentConfig
 from ..data import EpochSampler
 from ..errors import CheckpointError, ConfigError, RankFailedError, RftbenchError, TrainingDivergedError
+from ..launch import set_torch_threads
 from ..models import PixelModel, save_checkpoint
 from ..objectives import create_objective
 from ..scheduling import create_schedule
@@ -71,11 +77,14 @@ class Trainer:
     on the validation split (the test split if there is none) every ``train.val_every`` epochs
     and at the last one. ``distributed``: train with the torchrun job's other ranks (DDP) when
     this process is one of them; False: alone in this process (e.g. a one-off pretraining).
+    Construction sets torch's CPU threads (``train.threads``, else rftbench's rule:
+    :func:`rftbench.launch.set_torch_threads`); ``threads`` holds the count.
     """
 
     def __init__(self, cfg: ExperimentConfig, task: Any, *, run_dir: str | Path | None = None,
                  callbacks: Iterable[Callback] = (), validate: bool = True, distributed: bool = True):
         self.cfg, self.task, self.validate, self.distributed = cfg, task, validate, distributed
+        self.threads, self.threads_why = set_torch_threads(cfg.train.threads)  # (count, why): the run's tags
         self.model, self.device, self.splits = task.model, task.device, task.splits
         self.callbacks = list(callbacks)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -237,7 +246,7 @@ class Trainer:
             share = ddp.loss_share(len(y), n, self.dist.world)
             weight = weight if share == 1 else share * (1.0 if weight is None else weight)
         self.step(x, y, eps, step_index=g, loss_weight=weight, optimizer_step=group_end,
-                  measure_clean=log_now, meters=(self.epoch_meter, self.window), rows=rows)
+                  meters=(self.epoch_meter, self.window), rows=rows)
         if self.step.attack is not None and eps > 0:
             self.attack_steps += 1
         if self._sync_every_step or log_now:
@@ -248,7 +257,7 @@ class Trainer:
     # ------------------------------------------------------------ metrics
     def _window_stats(self, eps: float) -> dict[str, float]:
         if self.dist.active:
-            ddp.reduce_meter(self.window)
+            _reduce(self.window)
         stats = self.window.values()
         stats["images_per_s"] = self.window.n / max(time.perf_counter() - self.window.t0, 1e-9)
         stats["eps"] = eps
@@ -257,7 +266,7 @@ class Trainer:
 
     def _epoch_metrics(self, epoch: int) -> dict[str, float]:
         if self.dist.active:
-            ddp.reduce_meter(self.epoch_meter)
+            _reduce(self.epoch_meter)
         metrics = {f"train/{k}": v for k, v in self.epoch_meter.values().items()}
         metrics.update({"train/lr": current_lr(self.optimizer),
                         "train/images_per_s": self.epoch_meter.n / max(self.epoch_time, 1e-9),
@@ -324,7 +333,7 @@ class Trainer:
         meter = None
         if self.dist.active:  # every rank reaches here; the epoch's statistics of all ranks, written by rank 0
             meter = copy.copy(self.epoch_meter)
-            ddp.reduce_meter(meter)
+            _reduce(meter)
         self.raise_if_diverged()  # under DDP a collective too: before the ranks part
         if not self.dist.is_main:
             self.saved_at = (epoch, next_batch)
@@ -386,7 +395,7 @@ class Trainer:
                            info={"steps_per_epoch": plan.steps_per_epoch, "schedule": repr(self.schedule),
                                  "device": str(self.device), "resumed_from": self.resumed_from,
                                  "dropped_last_sample": plan.drop_last, "optimizer_steps": self.step.opt_steps,
-                                 "epochs_reused": self.epochs_reused})
+                                 "epochs_reused": self.epochs_reused, "torch_threads": self.threads})
 
     # ------------------------------------------------------------ callbacks
     def _emit(self, hook: str, *args: Any) -> None:
@@ -400,6 +409,13 @@ class Trainer:
                 cb.on_exception(self, exc)
             except Exception:  # noqa: BLE001 - cleanup must reach every callback
                 log.exception("callback %s failed in on_exception", type(cb).__name__)
+
+
+def _reduce(meter: BatchMeter) -> None:
+    """Sum ``meter`` and its attacked-batches child over all DDP ranks, in place."""
+    ddp.reduce_meter(meter)
+    if meter.attacked is not None:
+        ddp.reduce_meter(meter.attacked)
 
 
 def _what_is_wrong(exc: BaseException) -> str:

@@ -62,7 +62,7 @@ def test_a_custom_callback_sees_every_hook_in_order(workdir, tmp_path):
     spe = res.info["steps_per_epoch"]
     assert spe == 5
     val = ["val/acc_clean", "val/acc_pgd", "val/expected_robustness"]
-    stats = ["acc_adv", "acc_clean", "eps", "images_per_s", "loss", "lr"]
+    stats = ["acc_adv", "acc_clean", "acc_clean_attacked", "attacked_frac", "eps", "images_per_s", "loss", "lr"]
     expected = [("run_start", 0, 0)]
     for e in range(2):
         for b in range(spe):
@@ -171,14 +171,17 @@ def test_mlflow_callback_metric_names_steps_and_tags(workdir, tmp_path):
         steps.setdefault(name, []).append(step)
     assert steps["train_step/eps"] == [2, 4, 6, 8, 10] and steps["train_step/images_per_s"] == [2, 4, 6, 8, 10]
     assert {k for k in steps if k.startswith("train_step/")} == {
-        f"train_step/{k}" for k in ("loss", "eps", "lr", "images_per_s", "acc_clean", "acc_adv")}
+        f"train_step/{k}" for k in ("loss", "eps", "lr", "images_per_s", "acc_clean", "acc_adv", "acc_clean_attacked",
+                                    "attacked_frac")}
     assert {k for k in steps if not k.startswith("train_step/")} == {
-        "train/loss", "train/eps", "train/acc_clean", "train/acc_adv", "train/lr", "train/lr_head",
+        "train/loss", "train/eps", "train/acc_clean", "train/acc_adv", "train/acc_clean_attacked",
+        "train/attacked_frac", "train/lr", "train/lr_head",
         "train/images_per_s", "train/epoch_time_s", "val/acc_clean", "val/acc_pgd", "val/expected_robustness"}
     assert steps["train/loss"] == [0, 1] and steps["val/expected_robustness"] == [0, 1]
     # what a full tracking spool may drop: the per-step window metrics and the heartbeat only
     assert tracker.per_step == {k for k in steps if k.startswith("train_step/")} | {"rftbench.heartbeat"}
     assert int(tracker.tags["rftbench.pid"]) == os.getpid() and "rftbench.heartbeat" in tracker.tags
+    assert tracker.tags["rftbench.torch_threads"] == str(torch.get_num_threads())
     assert "rftbench.resumed_from" not in tracker.tags
     MlflowCallback(tracker)  # importable and constructible on its own
 
