@@ -25,12 +25,25 @@ name; it points at a :class:`Schedule` subclass), or in a user's file loaded wit
 
 Shapes that stay at 0 for a first phase, ramp to the target, then hold (the paper's shape and
 its smooth variants) subclass :class:`RampSchedule` and only implement ``ramp(u)``.
+
+**What Optuna records is what trained.** The search coordinates (:meth:`Schedule.search_params`)
+are static and independent: every point of their box is a valid schedule, so no sampled value is
+ever sorted, clipped or replaced afterwards. Where declared parameters constrain each other, the
+schedule samples other coordinates and maps them with :meth:`Schedule.from_search`, a pure
+function: the params Optuna records for a trial rebuild, through ``from_search``, exactly the
+schedule the trial trained with (the trial's ``schedule_params`` attribute holds its output).
+A ramp searches ``start`` and ``length`` (where ``end`` lies between ``start`` and its highest
+value: ``end = start + length * (1 - start)`` over the full range); with one of the two held
+fixed it searches the other's own value within the part of its range that keeps
+``start <= end``. Schedules whose parameters are independent need none of this: their
+coordinates are their declared parameters.
 """
 from __future__ import annotations
 
 import importlib
 import math
 import pkgutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -55,18 +68,41 @@ class Schedule:
         self.check(self.values)
 
     @classmethod
-    def suggest_params(cls, trial: Any, prefix: str = "") -> dict[str, float | int]:
-        """Sample this schedule's declared search space from an ``optuna.Trial``.
+    def search_params(cls, searched: Mapping[str, Param], fixed: Mapping[str, float | int]) -> tuple[Param, ...]:
+        """The coordinates Optuna samples when the parameters in ``searched`` (declared ones,
+        possibly with narrowed bounds) are searched and those in ``fixed`` are held: static,
+        independent ranges in which every point is a valid schedule. Default: ``searched`` itself.
 
-        Schedules whose parameters constrain each other (``start <= end``) override this,
-        narrowing a bound to the part of the declared range that satisfies the constraint.
-        """
-        return {p.name: p.suggest(trial, prefix) for p in cls.params}
+        Schedules whose parameters constrain each other override this with :meth:`from_search`
+        and :meth:`to_search` (see :class:`RampSchedule`)."""
+        return tuple(searched.values())
+
+    @classmethod
+    def from_search(cls, point: Mapping[str, float | int], searched: Mapping[str, Param],
+                    fixed: Mapping[str, float | int]) -> dict[str, float | int]:
+        """The schedule's parameter values for one point of :meth:`search_params` (fixed ones
+        included). Pure and deterministic: the recorded point rebuilds the trained schedule."""
+        return {**fixed, **point}
+
+    @classmethod
+    def to_search(cls, values: Mapping[str, float | int], searched: Mapping[str, Param],
+                  fixed: Mapping[str, float | int]) -> dict[str, float | int]:
+        """A point of :meth:`search_params` that :meth:`from_search` maps to ``values`` (the
+        enqueued default trial); exact where the coordinates allow it."""
+        return {name: values[name] for name in searched}
+
+    @classmethod
+    def suggest_params(cls, trial: Any, prefix: str = "") -> dict[str, float | int]:
+        """One point of the declared search space (every declared parameter searched over its
+        declared bounds), sampled from an ``optuna.Trial`` through :meth:`search_params`."""
+        searched = {p.name: p for p in cls.params}
+        point = {p.name: p.suggest(trial, prefix) for p in cls.search_params(searched, {})}
+        return cls.from_search(point, searched, {})
 
     @classmethod
     def search_space(cls) -> dict[str, Any]:
-        """The declared Optuna distributions, by parameter name."""
-        return {p.name: p.distribution() for p in cls.params}
+        """The Optuna distributions of the declared search space, by coordinate name."""
+        return {p.name: p.distribution() for p in cls.search_params({p.name: p for p in cls.params}, {})}
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
@@ -105,6 +141,10 @@ class Schedule:
         return f"{self.name}({args})" if args else self.name
 
 
+_LENGTH_HELP = ("where end lies from start (0) to end's highest value (1): end = start + length * (1 - start) "
+                "over the full range; the search coordinate of a ramp whose start and end are both searched")
+
+
 class RampSchedule(Schedule):
     """eps = 0 until ``start``, then ``ramp(u)`` of the target with u going 0 -> 1 until ``end``,
     then the target (``start``/``end`` are fractions of training; ``start <= end``).
@@ -123,13 +163,57 @@ class RampSchedule(Schedule):
         raise NotImplementedError
 
     @classmethod
-    def suggest_params(cls, trial: Any, prefix: str = "") -> dict[str, float | int]:
-        by_name = {p.name: p for p in cls.params}
-        s, e = by_name["start"], by_name["end"]
-        start = trial.suggest_float(f"{prefix}start", s.low, s.high, log=s.log)
-        end = trial.suggest_float(f"{prefix}end", max(start, e.low), e.high, log=e.log)  # keeps start <= end
-        rest = {p.name: p.suggest(trial, prefix) for p in cls.params if p.name not in ("start", "end")}
-        return {"start": start, "end": end, **rest}
+    def search_params(cls, searched, fixed):
+        """``start`` and ``length`` when both boundaries are searched; with one fixed, the other
+        over the part of its range on the right side of it (ConfigError when no part is)."""
+        s, e = searched.get("start"), searched.get("end")
+        out = {k: p for k, p in searched.items() if k not in ("start", "end")}
+        if s is not None and e is not None:
+            start = cls._narrowed(s, high=min(s.high, e.high), why=f"lies above end's highest value {e.high}")
+            defaults = {**{n: p.default for n, p in searched.items()}, "start": start.default,
+                        "end": max(e.default, start.default)}
+            length = cls.to_search(defaults, searched, fixed)["length"]
+            return (start, Param("length", length, 0.0, 1.0, help=_LENGTH_HELP), *out.values())
+        if s is not None:
+            bound = fixed.get("end", s.high)
+            out = {"start": cls._narrowed(s, high=min(s.high, bound), why=f"lies above the fixed end={bound}"), **out}
+        if e is not None:
+            bound = fixed.get("start", e.low)
+            out = {"end": cls._narrowed(e, low=max(e.low, bound), why=f"lies below the fixed start={bound}"), **out}
+        return tuple(out.values())
+
+    @classmethod
+    def _narrowed(cls, p: Param, *, low: float | None = None, high: float | None = None, why: str) -> Param:
+        low, high = p.low if low is None else low, p.high if high is None else high
+        if low > high:
+            raise ConfigError(f"schedule {cls.name!r}: {p.name}'s range [{p.low}, {p.high}] {why}, so no "
+                              f"{p.name} keeps start <= end; change one of the two ranges (search.params).")
+        return replace(p, low=low, high=high, default=min(max(p.default, low), high))
+
+    @classmethod
+    def from_search(cls, point, searched, fixed):
+        if "length" not in point:
+            return {**fixed, **point}
+        values = {k: v for k, v in point.items() if k != "length"}
+        low, high = max(values["start"], searched["end"].low), searched["end"].high
+        # the clamp only absorbs rounding: low + 1.0 * (high - low) may land an ulp past high
+        values["end"] = min(max(low + point["length"] * (high - low), low), high)
+        return {**fixed, **values}
+
+    @classmethod
+    def to_search(cls, values, searched, fixed):
+        if "start" not in searched or "end" not in searched:
+            return {name: values[name] for name in searched}
+        point = {name: values[name] for name in searched if name != "end"}
+        low, high = max(values["start"], searched["end"].low), searched["end"].high
+        length = min(max((values["end"] - low) / (high - low), 0.0), 1.0) if high > low else 0.0
+        for _ in range(64):  # step by ulps to the float whose image is exactly the wanted end
+            got = cls.from_search({**point, "length": length}, searched, fixed)["end"]
+            step = math.nextafter(length, math.inf if got < values["end"] else -math.inf)
+            if got == values["end"] or not 0.0 <= step <= 1.0:
+                break
+            length = step
+        return {"start": point.pop("start"), "length": length, **point}
 
     def check(self, values: Mapping[str, float | int]) -> None:
         if values["start"] > values["end"]:

@@ -34,10 +34,17 @@ def _print_summary(res: dict, console: Console) -> None:
     for col in ("trial", *res["objectives"], "schedule", "params", "MLflow run"):
         table.add_column(col)
     for row in res["pareto_front"]:
+        trained = row["params"] if row["schedule_params"] is None else {  # the values it trained with
+            **row["schedule_params"], **{k: v for k, v in row["params"].items() if k.startswith("train.")}}
         table.add_row(str(row["number"]), *(f"{v:.4g}" for v in row["values"]), str(row["schedule"]),
-                      ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items()),
+                      ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trained.items()),
                       str(row["mlflow_run_id"]))
     console.print(table)
+    from ..tuning.setting import describe_changes
+
+    for change in res.get("config_changes", []):
+        console.print(f"config changed on resume (--allow-config-change), trials from {change['from_trial']} on: "
+                      f"{describe_changes(change['changes'])}", highlight=False)
     for obj, imp in res.get("importances", {}).items():
         shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k}: {v}" for k, v in imp.items())
         console.print(f"importance (fANOVA) for {obj}: {shown}")
@@ -49,7 +56,8 @@ def _options(args):
     return TuneOptions(trials=args.trials, study=args.study, storage=args.storage, sampler=args.sampler,
                        pruner=args.pruner, objectives=args.objectives.split(","), grid_points=args.grid_points,
                        timeout=args.timeout, max_trials=args.max_trials, enqueue_defaults=args.enqueue_defaults,
-                       workers=args.workers, share_prefix=not args.no_share_prefix)
+                       workers=args.workers, share_prefix=not args.no_share_prefix,
+                       allow_config_change=args.allow_config_change)
 
 
 def _cmd_show_or_best(args) -> int:
@@ -122,6 +130,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("--no-share-prefix", action="store_true",
                     help="every trial trains its own eps-0 epochs (default: the first trial to reach one trains "
                          "it, later trials with the same training settings restore it)")
+    tu.add_argument("--allow-config-change", action="store_true",
+                    help="resume a study with a training config other than the one it was created with (refused "
+                         "by default: its trials would not be comparable); the change is recorded on the study and "
+                         "its trials, and `tune best` retrains each trial with its own config")
     add_set_flag(tu)
     add_json_flag(tu)
     tu.set_defaults(func=cmd_tune)

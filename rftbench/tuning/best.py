@@ -1,8 +1,9 @@
 """``rftbench tune best STUDY``: retrain the best trial (or every Pareto point) on train+val
 and evaluate it on test with AutoAttack, so that a search ends in a certified number.
 
-The config is the study's own (stored in the study when it was created) with the trial's
-schedule and training knobs; ``data.val_fraction = 0`` puts the validation images back into
+The config is the study's own (stored in the study when it was created; never the current
+command line's defaults), or for a trial trained under an allowed config change
+(``--allow-config-change``) the config it trained with, plus the trial's schedule and knobs; ``data.val_fraction = 0`` puts the validation images back into
 training. The runs are ordinary ``experiment`` runs (tagged ``optuna.study`` / ``optuna.trial``
 and ``rftbench.split=test``), so they appear on the leaderboard, the search trials do not.
 """
@@ -15,11 +16,14 @@ from optuna.trial import TrialState
 
 from ..config import ExperimentConfig, parse_config
 from ..errors import TuneError
-from .study import ATTR_CONFIG, open_storage
+from .setting import trial_base_config
+from .study import open_storage
 
 
 def final_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> ExperimentConfig:
-    base = study.user_attrs.get(ATTR_CONFIG)
+    """The config ``trial`` trained with (the study's recorded one, or the allowed change it ran
+    under), with its schedule and knobs, on train+val, evaluated on test with AutoAttack."""
+    base = trial_base_config(study, trial)
     if base is None:
         raise TuneError(f"study {study.study_name!r} holds no config (made by an older rftbench); retrain with "
                         f"`rftbench train` and the trial's parameters: {trial.params}.")

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from ..atomic import atomic_write, atomic_write_text
 from ..errors import TuneError
+from .setting import study_changes
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TuneResult:
     importances: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str | None = None
     workers: list[dict[str, Any]] = field(default_factory=list)
+    config_changes: list[dict[str, Any]] = field(default_factory=list)  # allowed on resume (setting.py)
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -41,7 +43,8 @@ class TuneResult:
 def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
     return {"number": t.number, "state": t.state.name, "values": t.values, "params": t.params,
             "schedule": t.user_attrs.get("schedule"), "schedule_params": t.user_attrs.get("schedule_params"),
-            "epochs_trained": t.user_attrs.get("epochs_trained"), "mlflow_run_id": t.user_attrs.get("mlflow_run_id")}
+            "epochs_trained": t.user_attrs.get("epochs_trained"), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            "config_changes": t.user_attrs.get("config_changes", {})}
 
 
 def importances(study: optuna.Study) -> dict[str, Any]:
@@ -80,7 +83,7 @@ def summarize(study_name: str, storage: str, *, tracking_uri: str | None = None,
                       [d.name.lower() for d in study.directions], best.params if best else {},
                       best.value if best else None, front, len(study.trials), {k: v for k, v in states.items() if v},
                       [trial_row(t) for t in study.trials], importances(study) if with_importances else {},
-                      study.user_attrs.get("mlflow_parent_run_id"))
+                      study.user_attrs.get("mlflow_parent_run_id"), config_changes=study_changes(study))
 
 
 def _any_complete(study: optuna.Study) -> bool:

@@ -7,15 +7,17 @@ families' parameters are conditional (named ``family.param``: a trial only ever 
 parameters of the family it drew); ``search.train`` adds training knobs (``train.lr``, ...).
 
 Every distribution is static (the same for every trial) so that samplers which need a fixed
-space (CMA-ES, GP, QMC, grid) can use it. A ramp schedule's ``start <= end`` constraint is kept
-by ordering the two suggested boundaries (the schedule runs with ``min`` and ``max``; the trial's
-user attribute ``schedule_params`` holds the values it trained with).
+space (CMA-ES, GP, QMC, grid) can use it. The distributions are each family's search coordinates
+(:meth:`rftbench.scheduling.Schedule.search_params`): a ramp whose ``start`` and ``end`` are both
+searched is sampled as ``start`` and ``length``, so no sampled value is ever reordered or clipped,
+and a trial's Optuna params rebuild, through ``Schedule.from_search``, exactly the schedule it
+trained with (its user attribute ``schedule_params`` holds those values).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -24,7 +26,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from ..config import ExperimentConfig, SearchRange
 from ..errors import ConfigError
 from ..params import Param
-from ..scheduling import SCHEDULES, RampSchedule
+from ..scheduling import SCHEDULES
 
 FAMILY = "schedule"  # the categorical parameter's name
 
@@ -39,10 +41,22 @@ def _dist(kind: str, low: float, high: float, log: bool) -> Any:
 class SearchSpace:
     """Families (``name -> {param: distribution}``), their fixed values, and training knobs."""
 
-    families: dict[str, dict[str, Any]]
+    families: dict[str, dict[str, Any]]  # family -> {coordinate: distribution}
     fixed: dict[str, dict[str, float]]
     train: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
+    searched: dict[str, dict[str, Param]] = field(default_factory=dict)  # family -> declared params searched
+
+    def schedule_params(self, family: str, point: dict[str, Any]) -> dict[str, float | int]:
+        """The schedule's parameter values (fixed ones included) for a point of the family's
+        coordinates (names without the ``family.`` prefix): what a trial with that point trains."""
+        return SCHEDULES.get(family).from_search(point, self.searched.get(family, {}), self.fixed.get(family, {}))
+
+    def rebuild(self, params: dict[str, Any]) -> tuple[str, dict[str, float | int]]:
+        """(family, schedule params) from a trial's recorded Optuna params."""
+        fam = params[FAMILY] if self.categorical else next(iter(self.families))
+        point = {p: params[self.key(fam, p)] for p in self.families[fam]}
+        return fam, self.schedule_params(fam, point)
 
     @property
     def categorical(self) -> bool:
@@ -73,10 +87,8 @@ class SearchSpace:
     def suggest(self, trial: optuna.Trial) -> tuple[str, dict[str, float], dict[str, float]]:
         """(family, schedule params incl. fixed ones, training knobs) for ``trial``."""
         fam = trial.suggest_categorical(FAMILY, list(self.families)) if self.categorical else next(iter(self.families))
-        values = {p: _suggest(trial, self.key(fam, p), d) for p, d in self.families[fam].items()}
-        values = {**self.fixed.get(fam, {}), **values}
-        if issubclass(SCHEDULES.get(fam), RampSchedule) and values["start"] > values["end"]:
-            values["start"], values["end"] = values["end"], values["start"]
+        point = {p: _suggest(trial, self.key(fam, p), d) for p, d in self.families[fam].items()}
+        values = self.schedule_params(fam, point)
         knobs = {k: _suggest(trial, f"train.{k}", d) for k, d in self.train.items()}
         return fam, values, knobs
 
@@ -91,17 +103,19 @@ def _suggest(trial: optuna.Trial, name: str, d: Any) -> Any:
     return trial.suggest_float(name, d.low, d.high, log=d.log)
 
 
-def _range_for(p: Param, fam: str, search_params: dict[str, SearchRange]) -> Any:
+def _range_for(p: Param, fam: str, search_params: dict[str, SearchRange]) -> Param:
+    """The declared parameter with the bounds ``search.params`` narrows it to."""
     r = search_params.get(f"{fam}.{p.name}") or search_params.get(p.name)
     if r is None:
-        return p.distribution()
+        return p
     if r.low < p.low or r.high > p.high:
         raise ConfigError(f"search.params {p.name!r} of {fam!r}: [{r.low}, {r.high}] leaves the declared bounds "
                           f"[{p.low}, {p.high}]; narrow it.")
-    return _dist(p.kind, r.low, r.high, r.log or p.log)
+    return replace(p, low=r.low, high=r.high, log=r.log or p.log, default=min(max(p.default, r.low), r.high))
 
 
-def _family_space(fam: str, cfg: ExperimentConfig, search_params: dict[str, SearchRange]) -> tuple[dict, dict]:
+def _family_space(fam: str, cfg: ExperimentConfig,
+                  search_params: dict[str, SearchRange]) -> tuple[dict[str, Param], dict]:
     cls = SCHEDULES.get(fam)
     declared = {p.name: p for p in cls.params}
     fixed = {k: v for k, v in cfg.schedule.params.items() if k in declared}
@@ -110,8 +124,7 @@ def _family_space(fam: str, cfg: ExperimentConfig, search_params: dict[str, Sear
         if name in fixed and (key == name or key.startswith(f"{fam}.")):
             raise ConfigError(f"schedule parameter {name!r} is both fixed (schedule.params.{name}={fixed[name]}) "
                               f"and searched (search.params.{key}); remove one of them.")
-    dists = {n: _range_for(p, fam, search_params) for n, p in declared.items() if n not in fixed}
-    return dists, fixed
+    return {n: _range_for(p, fam, search_params) for n, p in declared.items() if n not in fixed}, fixed
 
 
 def _check_names(cfg: ExperimentConfig, families: list[str]) -> None:
@@ -138,7 +151,9 @@ def build_space(cfg: ExperimentConfig) -> SearchSpace:
     _check_names(cfg, families)
     space = SearchSpace({}, {})
     for fam in families:
-        space.families[fam], space.fixed[fam] = _family_space(fam, cfg, search.params if search else {})
+        space.searched[fam], space.fixed[fam] = _family_space(fam, cfg, search.params if search else {})
+        coords = SCHEDULES.get(fam).search_params(space.searched[fam], space.fixed[fam])
+        space.families[fam] = {p.name: p.distribution() for p in coords}
     for knob, r in (search.train if search else {}).items():
         space.train[knob] = _dist(r.kind, r.low, r.high, r.log)
     if not space.distributions() or (not space.categorical and not space.train and not space.families[families[0]]):
@@ -154,9 +169,11 @@ def build_space(cfg: ExperimentConfig) -> SearchSpace:
 def _defaults(space: SearchSpace, cfg: ExperimentConfig) -> dict[str, Any]:
     fam = cfg.schedule.name if cfg.schedule.name in space.families else next(iter(space.families))
     out: dict[str, Any] = {FAMILY: fam} if space.categorical else {}
-    declared = {p.name: p.default for p in SCHEDULES.get(fam).params}
-    for p, d in space.families[fam].items():
-        out[space.key(fam, p)] = min(max(declared[p], d.low), d.high)
+    searched, fixed = space.searched[fam], space.fixed[fam]
+    values = {**{p.name: p.default for p in SCHEDULES.get(fam).params}, **{n: p.default for n, p in searched.items()}}
+    for p, v in SCHEDULES.get(fam).to_search(values, searched, fixed).items():
+        d = space.families[fam][p]  # a default outside a narrowed range starts at its nearest end
+        out[space.key(fam, p)] = min(max(v, d.low), d.high)
     for k, d in space.train.items():
         value = getattr(cfg.train, k)
         if value is not None:

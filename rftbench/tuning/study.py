@@ -24,7 +24,9 @@ from .objectives import StudyObjective, parse_objectives
 from .samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler, trial_seed
 from .space import SearchSpace, build_space
 
-ATTR_SPACE, ATTR_OBJECTIVES, ATTR_CONFIG = "rftbench.space", "rftbench.objectives", "rftbench.config"
+from .setting import ATTR_CONFIG, config_changes, record_change, recorded_config, refusal
+
+ATTR_SPACE, ATTR_OBJECTIVES = "rftbench.space", "rftbench.objectives"
 
 
 @dataclass
@@ -45,6 +47,7 @@ class TuneOptions:
     workers: int = 1
     visualize: bool = True  # Optuna's figures into the parent run when a worker ends
     share_prefix: bool = True  # trials reuse the eps-0 epochs an earlier trial trained (training/prefix.py)
+    allow_config_change: bool = False  # resume a study with another training config (recorded: setting.py)
 
     def check(self) -> None:
         if self.trials < 1:
@@ -112,6 +115,8 @@ class Prepared:
     tracking_uri: str | None = None
     visualize: bool = True
     prefix_dir: Path | None = None  # the study's shared eps-0 epochs (None: every trial trains its own)
+    config_changes: dict[str, Any] = field(default_factory=dict)  # allowed differences from the study's config
+    config_change: str | None = None  # their digest (setting.record_change)
 
 
 def prefix_dir_for(cfg: ExperimentConfig, study_name: str, options: TuneOptions) -> Path | None:
@@ -178,6 +183,9 @@ def prepare_study(cfg: ExperimentConfig, options: TuneOptions) -> Prepared:
         _check_identity(study, space, objectives)
     if ATTR_SPACE not in study.user_attrs:
         _record_identity(study, cfg, space, objectives)
+    elif ATTR_CONFIG not in study.user_attrs:  # made by an rftbench that did not record it: from now on
+        study.set_user_attr(ATTR_CONFIG, cfg.model_dump(mode="json"))
+    changes, digest = _check_setting(study, cfg, options)
     if options.enqueue_defaults and not study.trials:
         study.enqueue_trial(space.default_point(), user_attrs={"enqueued": "defaults"}, skip_if_exists=True)
     if created:
@@ -185,7 +193,19 @@ def prepare_study(cfg: ExperimentConfig, options: TuneOptions) -> Prepared:
     else:
         parent = parent_of(study, cfg, url, options, space)
     return Prepared(cfg, space, objectives, name, url, storage, parent, options.tracking_uri, options.visualize,
-                    prefix_dir_for(cfg, name, options))
+                    prefix_dir_for(cfg, name, options), changes, digest)
+
+
+def _check_setting(study: optuna.Study, cfg: ExperimentConfig, options: TuneOptions) -> tuple[dict, str | None]:
+    """The differences of ``cfg`` from the study's recorded config: refused (TuneError naming
+    them), or with ``allow_config_change`` recorded on the study (with their digest)."""
+    recorded = recorded_config(study)
+    changes = config_changes(recorded, cfg) if recorded is not None else {}
+    if not changes:
+        return {}, None
+    if not options.allow_config_change:
+        raise refusal(study.study_name, changes)
+    return changes, record_change(study, cfg, changes)
 
 
 def _as_config(cfg_or_path: ExperimentConfig | str | Path | dict) -> ExperimentConfig:

@@ -76,6 +76,9 @@ def trial_config(prep: Any, trial: optuna.Trial):
     cfg.name = f"{prep.cfg.name}-trial{trial.number}"
     trial.set_user_attr("schedule", family)
     trial.set_user_attr("schedule_params", dict(params))
+    if prep.config_change is not None:  # trained under an allowed change of the study's config
+        trial.set_user_attr("config_change", prep.config_change)
+        trial.set_user_attr("config_changes", prep.config_changes)
     return cfg
 
 

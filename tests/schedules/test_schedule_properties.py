@@ -35,15 +35,17 @@ class HypothesisTrial:
     """Stands in for an optuna.Trial: every suggestion is drawn by hypothesis within the asked range."""
 
     def __init__(self, draw):
-        self.draw, self.asked = draw, {}
+        self.draw, self.asked, self.drawn = draw, {}, {}
 
     def suggest_float(self, name, low, high, log=False):
         self.asked[name] = ("float", low, high, log)
-        return self.draw(st.floats(low, high, allow_nan=False))
+        self.drawn[name] = self.draw(st.floats(low, high, allow_nan=False))
+        return self.drawn[name]
 
     def suggest_int(self, name, low, high, log=False):
         self.asked[name] = ("int", low, high, log)
-        return self.draw(st.integers(low, high))
+        self.drawn[name] = self.draw(st.integers(low, high))
+        return self.drawn[name]
 
 
 targets = st.floats(0.0, 1.0, allow_nan=False)
@@ -83,12 +85,18 @@ def test_search_space_is_the_declared_space(name, data):
     trial = HypothesisTrial(data.draw)
     values = suggest_schedule_params(name, trial)
     declared = {p.name: p for p in cls.params}
-    assert set(values) == set(declared) == set(trial.asked)
+    coords = cls.search_space()
+    assert set(values) == set(declared) and set(trial.asked) == set(coords)
     for key, (kind, low, high, log) in trial.asked.items():
-        p = declared[key]
-        assert kind == p.kind and log == p.log
-        assert p.low <= low <= high <= p.high  # a constraint may narrow a range, never widen it
-        assert p.low <= values[key] <= p.high
+        d = coords[key]  # the asked range is the static coordinate's range, whatever was drawn before
+        assert (low, high, log) == (d.low, d.high, d.log)
+        p = declared.get(key)
+        if p is not None:  # a declared parameter searched as itself is recorded as trained
+            assert kind == p.kind and log == p.log
+            assert p.low <= low <= high <= p.high  # a constraint may narrow a range, never widen it
+            assert values[key] == trial.drawn[key]
+    for key, value in values.items():
+        assert declared[key].low <= value <= declared[key].high
     create_schedule(name, values)  # every sampled point is accepted
 
 

@@ -22,14 +22,40 @@ def _ask(space, sampler, n=40):
 
 
 def test_default_space_is_the_declared_parameters_and_fixed_ones_are_held():
-    space = build_space(tiny_config(schedule={"name": "step"}))
-    declared = {p.name: p for p in SCHEDULES.get("step").params}
+    space = build_space(tiny_config(schedule={"name": "linear", "params": {}}))
+    declared = {p.name: p for p in SCHEDULES.get("linear").params}
     assert space.distributions() == {n: p.distribution() for n, p in declared.items()}
+    step = build_space(tiny_config(schedule={"name": "step"}))  # a ramp: start and end as start and length
+    assert step.distributions() == {"start": declared_dist("step", "start"), "levels": declared_dist("step", "levels"),
+                                    "length": optuna.distributions.FloatDistribution(0.0, 1.0)}
     fixed = build_space(tiny_config(schedule={"name": "step", "params": {"levels": 3}}))
-    assert set(fixed.distributions()) == {"start", "end"}
+    assert set(fixed.distributions()) == {"start", "length"}
     for params, fam, values, knobs in _ask(fixed, optuna.samplers.RandomSampler(seed=1), 20):
         assert fam == "step" and values["levels"] == 3 and "levels" not in params
-        assert values["start"] <= values["end"]  # the ramp's constraint, kept by ordering
+        assert values["start"] <= values["end"]  # the ramp's constraint, kept by its coordinates
+        assert values["start"] == params["start"]  # recorded as trained, never reordered
+
+
+def declared_dist(family, name):
+    return next(p for p in SCHEDULES.get(family).params if p.name == name).distribution()
+
+
+def test_one_fixed_ramp_boundary_searches_the_others_own_value_on_its_side():
+    """With end fixed, start is searched as itself below it; with start fixed, end above it;
+    ranges that leave no valid value are refused."""
+    ends = build_space(tiny_config(schedule={"name": "cosine", "params": {"start": 0.3}}))
+    assert ends.distributions() == {"end": optuna.distributions.FloatDistribution(0.3, 1.0)}
+    starts = build_space(tiny_config(schedule={"name": "cosine", "params": {"end": 0.6}},
+                                     search={"params": {"start": {"low": 0.1, "high": 0.9}}}))
+    assert starts.distributions() == {"start": optuna.distributions.FloatDistribution(0.1, 0.6)}
+    for params, fam, values, knobs in _ask(starts, optuna.samplers.RandomSampler(seed=3), 20):
+        assert values == {"start": params["start"], "end": 0.6}
+    with pytest.raises(ConfigError, match="start's range .* lies above the fixed end=0.2"):
+        build_space(tiny_config(schedule={"name": "cosine", "params": {"end": 0.2}},
+                                search={"params": {"start": {"low": 0.3, "high": 0.9}}}))
+    with pytest.raises(ConfigError, match="start's range .* lies above end's highest value 0.4"):
+        build_space(tiny_config(schedule={"name": "cosine", "params": {}},
+                                search={"params": {"start": {"low": 0.5, "high": 0.9}, "end": {"low": 0.1, "high": 0.4}}}))
 
 
 def test_conditional_space_never_suggests_another_familys_parameter():
@@ -41,7 +67,7 @@ def test_conditional_space_never_suggests_another_familys_parameter():
     for params, fam, values, knobs in _ask(space, optuna.samplers.TPESampler(seed=0, n_startup_trials=5), 40):
         seen.add(fam)
         assert params["schedule"] == fam
-        own = {f"{fam}.{p.name}" for p in SCHEDULES.get(fam).params}
+        own = {f"{fam}.{n}" for n in SCHEDULES.get(fam).search_space()}  # exponential: start, length, sharpness
         assert set(params) == {"schedule", "train.lr"} | own  # nothing of another family
         assert set(values) == {p.name for p in SCHEDULES.get(fam).params}
         assert 1e-3 <= knobs["lr"] <= 1e-1
@@ -50,7 +76,9 @@ def test_conditional_space_never_suggests_another_familys_parameter():
 
 def test_enqueued_defaults_are_the_papers_setting():
     space = build_space(tiny_config(schedule={"name": "epsilon_scheduling", "params": {}}))
-    assert space.default_point() == {"start": 0.24, "end": 0.74}
+    point = space.default_point()
+    assert point["start"] == 0.24 and point["length"] == pytest.approx(0.5 / 0.76, abs=1e-15)
+    assert space.rebuild(point) == ("epsilon_scheduling", {"start": 0.24, "end": 0.74})  # exactly the paper's
 
 
 @pytest.mark.parametrize("search, match", [

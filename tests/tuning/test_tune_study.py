@@ -35,7 +35,7 @@ def test_study_links_trials_resumes_under_one_parent_and_caps_trials(store):
     cfg = _cfg()
     res = tune(cfg, _opts(store, "main", trials=2, enqueue_defaults=True))
     study = optuna.load_study(study_name="main", storage=res.storage)
-    assert study.trials[0].params == {"start": 0.24, "end": 0.74}  # the paper's setting first
+    assert study.trials[0].user_attrs["schedule_params"] == {"start": 0.24, "end": 0.74}  # the paper's setting first
     res2 = tune(cfg, _opts(store, "main", trials=2, enqueue_defaults=True, max_trials=3))  # resume, capped
     study = optuna.load_study(study_name="main", storage=res.storage)
     assert [t.number for t in study.trials] == [0, 1, 2] and res2.n_trials == 3
@@ -74,7 +74,7 @@ def test_show_prints_best_importances_and_states(store, capsys):
     out = json.loads(capsys.readouterr().out)
     study = optuna.load_study(study_name="shown", storage=f"sqlite:///{store / 'optuna.db'}")
     assert out["best_value"] == study.best_value and out["states"] == {"COMPLETE": 3}
-    assert set(out["importances"]["val_er"]) == {"start", "end"}
+    assert set(out["importances"]["val_er"]) == {"start", "length"}
     assert sum(out["importances"]["val_er"].values()) == pytest.approx(1.0)
     assert main(["tune", "show", "nosuch", "--storage", f"sqlite:///{store / 'optuna.db'}"]) == 2
     assert "no study 'nosuch'" in capsys.readouterr().err
