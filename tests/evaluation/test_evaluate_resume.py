@@ -85,9 +85,10 @@ def test_cli_interrupt_exits_130_run_killed_and_resume_completes(setup, workdir,
 
     monkeypatch.setattr(experiment, "evaluate_model", interrupted)
     assert main(["evaluate", str(path), "--out", "rec.json"]) == 130
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("interrupted: SIGTERM received") and "--resume" in err
-    assert "\n" not in err and "Traceback" not in err
+    lines = capsys.readouterr().err.strip().splitlines()  # progress lines, the signal's notice, then the error
+    assert lines[-1].startswith("interrupted: SIGTERM received") and "--resume" in lines[-1]
+    assert any("SIGTERM received: evaluation will stop" in line for line in lines[:-1])  # said at once
+    assert not any("Traceback" in line for line in lines)
     assert (workdir / "rec.json.state.json").is_file() and not (workdir / "rec.json").exists()
     client = client_for()
     runs = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id])
