@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from .common import add_json_flag, add_set_flag, print_json
+from .common import add_json_flag, add_set_flag, console, print_json
 
 
 def check_storage_url(url: str) -> None:
@@ -25,8 +25,8 @@ def check_storage_url(url: str) -> None:
                           f"use e.g. sqlite:///optuna.db or postgresql://user@host/db.") from None
 
 
-def _print_summary(res: dict, console: Console) -> None:
-    console.print(f"study [bold]{res['study_name']}[/] ({res['storage'].split('@')[-1]}): "
+def _print_summary(res: dict, out: Console) -> None:
+    out.print(f"study [bold]{res['study_name']}[/] ({res['storage'].split('@')[-1]}): "
                   f"objectives {', '.join(f'{o} ({d})' for o, d in zip(res['objectives'], res['directions']))}; "
                   f"trials {res['states']}")
     title = "Pareto front" if len(res["objectives"]) > 1 else "best trial"
@@ -39,15 +39,29 @@ def _print_summary(res: dict, console: Console) -> None:
         table.add_row(str(row["number"]), *(f"{v:.4g}" for v in row["values"]), str(row["schedule"]),
                       ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trained.items()),
                       str(row["mlflow_run_id"]))
-    console.print(table)
+    out.print(table)
     from ..tuning.setting import describe_changes
 
     for change in res.get("config_changes", []):
-        console.print(f"config changed on resume (--allow-config-change), trials from {change['from_trial']} on: "
+        out.print(f"config changed on resume (--allow-config-change), trials from {change['from_trial']} on: "
                       f"{describe_changes(change['changes'])}", highlight=False)
     for obj, imp in res.get("importances", {}).items():
         shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k}: {v}" for k, v in imp.items())
-        console.print(f"importance (fANOVA) for {obj}: {shown}")
+        out.print(f"importance (fANOVA) for {obj}: {shown}")
+
+
+def _print_best(rows: list[dict], out: Console) -> None:
+    """One line per retrained trial: its test metrics, schedule and MLflow run (``--json`` has it all)."""
+    table = Table(title="retrained on train+val, evaluated on test")
+    for col in ("trial", "schedule", "test", "certified", "MLflow run"):
+        table.add_column(col)
+    for row in rows:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in row["schedule_params"].items())
+        test = ", ".join(f"{k} {v:.4g}" for k, v in row["test"].items() if isinstance(v, (int, float)))
+        table.add_row(str(row["trial"]), f"{row['schedule']}({params})", test or "-", str(row["certified"]),
+                      str(row["mlflow_run_id"]))
+    out.print(table)
 
 
 def _options(args):
@@ -72,13 +86,13 @@ def _cmd_show_or_best(args) -> int:
         from ..tuning.best import retrain_best
 
         out = retrain_best(args.study_arg, storage, overrides=dict(parse_override(s) for s in args.set))
-        print_json(out) if args.json else Console().print(out)
+        print_json(out) if args.json else _print_best(out, console())
         return 0
     res = summarize(args.study_arg, storage).as_dict()
     if args.json:
         print_json(res)
     else:
-        _print_summary(res, Console())
+        _print_summary(res, console())
     return 0
 
 
@@ -99,7 +113,7 @@ def cmd_tune(args) -> int:
     if args.json:
         print_json(res)
     else:
-        _print_summary(res, Console())
+        _print_summary(res, console())
     return 0
 
 

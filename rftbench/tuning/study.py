@@ -234,13 +234,16 @@ def run_tune_worker(cfg_or_path: ExperimentConfig | str | Path | dict, options: 
                               pruner=make_pruner(options.pruner_name(), prep.cfg.train.epochs, len(prep.objectives)))
     from .mlflow_link import TrialRunCallback
 
-    callbacks = [TrialRunCallback(prep.tracking_uri, prep.objectives)]
+    from .trial_progress import TrialProgress
+
+    lines = TrialProgress(options.trials)
+    callbacks = [TrialRunCallback(prep.tracking_uri, prep.objectives), lines]
     if options.max_trials:
         callbacks.append(MaxTrialsCallback(options.max_trials, states=None))
     mine: list[int] = []
     if options.max_trials is None or existing < options.max_trials:
         try:
-            study.optimize(make_objective(prep, mine), n_trials=options.trials, timeout=options.timeout,
+            study.optimize(lines.wrap(make_objective(prep, mine)), n_trials=options.trials, timeout=options.timeout,
                            callbacks=callbacks, catch=())
         finally:
             from .mlflow_link import close_parent

@@ -1,18 +1,22 @@
 """A study end to end: trials as MLflow child runs linked both ways, one parent run across
 resumes, enqueued defaults, the trial cap, show, identity checks, Ctrl-C, several objectives,
 a conditional space and retraining the winner."""
+import io
 import json
 import os
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from rich.console import Console
 
 from conftest import tiny_config
 from rftbench.cli import main
+from rftbench.cli.tune import _print_best
 from rftbench.errors import TuneError
 from rftbench.tracking import client_for
 from rftbench.tuning import TuneOptions, tune
+from rftbench.tuning.best import final_config
 
 
 def _cfg(**kw):
@@ -216,3 +220,34 @@ def test_trials_share_the_eps0_epochs_an_earlier_trial_trained(store):
     off = optuna.load_study(study_name="shared-off", storage=storage).trials
     assert [t.user_attrs["epochs_reused"] for t in off] == [0, 0]
     assert off[0].intermediate_values[1] == trials[0].intermediate_values[1]
+
+
+def test_a_resume_with_another_training_config_is_refused_naming_the_key(store):
+    tune(_cfg(), _opts(store, "setting", trials=1, visualize=False))
+    with pytest.raises(TuneError) as err:
+        tune(_cfg(train__epochs=2), _opts(store, "setting", trials=1, visualize=False))
+    assert "train.epochs: study 1, now 2" in str(err.value) and "--allow-config-change" in str(err.value)
+    study = optuna.load_study(study_name="setting", storage=f"sqlite:///{store / 'optuna.db'}")
+    assert len(study.trials) == 1  # nothing was trained into the study
+
+
+def test_an_allowed_change_is_recorded_and_best_retrains_with_each_trials_config(store, capsys):
+    storage = f"sqlite:///{store / 'optuna.db'}"
+    tune(_cfg(), _opts(store, "changed", trials=1, visualize=False))
+    tune(_cfg(train__epochs=2), _opts(store, "changed", trials=1, visualize=False, allow_config_change=True))
+    study = optuna.load_study(study_name="changed", storage=storage)
+    (change,) = [v for k, v in study.user_attrs.items() if k.startswith("rftbench.config_change.")]
+    assert change["changes"] == {"train.epochs": {"study": 1, "now": 2}} and change["from_trial"] == 1
+    first, second = study.trials
+    assert "config_change" not in first.user_attrs
+    assert second.user_attrs["config_changes"] == change["changes"] and second.user_attrs["epochs_trained"] == 2
+    assert [final_config(study, t).train.epochs for t in (first, second)] == [1, 2]
+    assert main(["tune", "best", "changed", "--storage", storage, "--json",
+                 "--set", "eval.autoattack.n_samples=8", "--set", "eval.n_samples=32"]) == 0
+    (out,) = json.loads(capsys.readouterr().out)
+    trained_with = {0: 1, 1: 2}[out["trial"]]  # the config each trial ran under, not a default config's epochs
+    assert client_for().get_run(out["mlflow_run_id"]).data.params["train.epochs"] == str(trained_with)
+    shown = Console(file=io.StringIO(), width=300)
+    _print_best([out], shown)  # the terminal summary of the same retrain: a table, not a dict
+    text = shown.file.getvalue()
+    assert out["mlflow_run_id"] in text and f"{out['schedule']}(" in text and "{" not in text
