@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.rftbench-installed
 
-.PHONY: install demo test test-fast test-repeat bench clean
+.PHONY: install demo test test-fast test-cluster test-repeat bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test-fast: $(STAMP)
 
 # flakiness before CI sees it: the slow and signal tests N times, with failures counted per test
 N ?= 3
+# the launchers on a real single-node SLURM (slurm-wlm, with and without slurmdbd) and a real
+# two-node Ray cluster, started by the tests (apt-get install slurm-wlm slurmdbd munge mariadb-server)
+test-cluster: $(STAMP)
+	RFTBENCH_TEST_CLUSTERS=1 $(PY) -m pytest -q tests/launch/test_slurm_cluster.py tests/launch/test_ray_cluster.py
+
 test-repeat: $(STAMP)
 	$(PY) tools/test_repeat.py -n $(N)
 

@@ -386,8 +386,12 @@ class LauncherConfig(_Strict):
     cpus: int = Field(1, ge=1, le=1024)  # CPUs per run (SLURM, Ray)
     time_min: int = Field(60, ge=1)  # SLURM time limit per run
     array_parallelism: int = Field(16, ge=1)  # SLURM array tasks at once
-    mem_gb: Optional[float] = Field(None, gt=0)
+    mem_gb: Optional[float] = Field(None, ge=0)  # SLURM memory per run; None: 4 GB per CPU + 16 per GPU; 0: SLURM's
     folder: str = "rftbench-launch"  # submitit logs and pickles
+    requeue: bool = True  # SLURM: a preempted or timed-out run is requeued and resumes where it stopped
+    signal_delay_s: Optional[int] = Field(None, ge=1)  # SLURM: SIGUSR2 this long before the limit; None: min(90, limit/4)
+    max_requeues: int = Field(3, ge=0, le=1000)  # SLURM: time-outs a run may be requeued after
+    unknown_timeout_s: float = Field(120.0, gt=0)  # how long a task the engine no longer reports is waited for
     cluster: Optional[Literal["slurm", "local"]] = None  # submitit: None picks SLURM where sbatch exists
     ray_address: Optional[str] = None  # a running Ray cluster; None: a local ray.init()
 

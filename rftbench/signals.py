@@ -1,6 +1,7 @@
-"""SIGTERM / SIGINT as a request to stop at the next safe point (training and evaluation alike).
+"""SIGTERM / SIGINT / SIGUSR2 as a request to stop at the next safe point (training and evaluation alike).
 
-:class:`StopRequest` replaces the handlers of both signals while it is installed: the first
+:class:`StopRequest` replaces the handlers of these signals while it is installed (SIGUSR2 is
+SLURM's warning before a time limit or a preemption; the submitit launcher then requeues the run): the first
 signal records its name in :attr:`StopRequest.requested` (the caller stops at its next
 optimizer step, epoch end or evaluation block, with its state saved) and says so at once in one
 line on stderr (:func:`rftbench.progress.announce`); a second one raises ``KeyboardInterrupt`` at once. Handlers are installed only in the main thread (where Python
@@ -21,7 +22,8 @@ class StopRequest:
     it when the signal comes: ``"after block 2 of 5"``); a context manager, or :meth:`install` /
     :meth:`restore`."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    #: SIGUSR2 is what SLURM sends before a time limit or a preemption (submitit's ``--signal``)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT) + ((signal.SIGUSR2,) if hasattr(signal, "SIGUSR2") else ())
 
     def __init__(self, what: str = "", enabled: bool = True,
                  safe_point: Union[str, Callable[[], str]] = "at the next safe point"):

@@ -158,7 +158,9 @@ def launch_options(lc) -> Any:
     return LaunchOptions(launcher=lc.name or "local", workers=lc.workers, threads=lc.threads, cpus_per_run=lc.cpus,
                          gpus_per_run=lc.gpus, partition=lc.partition, time_min=lc.time_min,
                          array_parallelism=lc.array_parallelism, mem_gb=lc.mem_gb, folder=lc.folder,
-                         cluster=lc.cluster, ray_address=lc.ray_address)
+                         cluster=lc.cluster, ray_address=lc.ray_address, slurm_requeue=lc.requeue,
+                         slurm_signal_delay_s=lc.signal_delay_s, slurm_max_requeues=lc.max_requeues,
+                         unknown_timeout_s=lc.unknown_timeout_s)
 
 
 def plan_grid(runs: list[GridRun], point_options: Any = None) -> list[dict[str, Any]]:

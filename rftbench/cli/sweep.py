@@ -14,7 +14,8 @@ LAUNCHER_FLAGS = {"launcher": "name", "workers": "workers", "threads": "threads"
                   "slurm_gpus": "gpus", "slurm_cpus": "cpus", "slurm_time": "time_min",
                   "slurm_array_parallelism": "array_parallelism", "slurm_mem_gb": "mem_gb",
                   "slurm_folder": "folder", "submitit_cluster": "cluster", "ray_address": "ray_address",
-                  "ray_gpus": "gpus", "ray_cpus": "cpus"}
+                  "ray_gpus": "gpus", "ray_cpus": "cpus", "slurm_requeue": "requeue",
+                  "slurm_signal_delay": "signal_delay_s", "slurm_max_requeues": "max_requeues"}
 
 
 def _launcher(args, spec: dict[str, Any]):
@@ -133,6 +134,12 @@ def _launcher_flags(sw: argparse.ArgumentParser) -> None:
     g.add_argument("--slurm-time", type=int, metavar="MINUTES", help="time limit per run")
     g.add_argument("--slurm-array-parallelism", type=int, help="array tasks running at once")
     g.add_argument("--slurm-mem-gb", type=float)
+    g.add_argument("--slurm-requeue", action=argparse.BooleanOptionalAction, default=None,
+                   help="requeue a preempted or timed-out run so it resumes (default on; off: it ends KILLED and "
+                        "the next sweep resumes it)")
+    g.add_argument("--slurm-signal-delay", type=int, metavar="SECONDS",
+                   help="SIGUSR2 this long before the time limit: the run saves its state (default min(90, limit/4))")
+    g.add_argument("--slurm-max-requeues", type=int, help="time-outs a run may be requeued after (default 3)")
     g.add_argument("--slurm-folder", help="submitit's logs and pickles (default rftbench-launch)")
     g.add_argument("--submitit-cluster", choices=["slurm", "local"], help="default: SLURM where sbatch exists")
     g.add_argument("--ray-address", help="a running Ray cluster (host:port or ray://host:port)")

@@ -53,13 +53,18 @@ class LaunchOptions:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Optional[str] = None
     preload: tuple[str, ...] = ()  # local: modules each worker imports once, before its calls
+    slurm_requeue: bool = True  # submitit: a preempted or timed-out task is requeued and resumes
+    slurm_signal_delay_s: Optional[int] = None  # SIGUSR2 this long before the time limit (None: min(90, limit/4))
+    slurm_max_requeues: int = 3  # time-outs a task may be requeued after
+    unknown_timeout_s: float = 120.0  # how long a task the engine no longer reports is waited for
 
     def with_defaults(self) -> "LaunchOptions":
-        """A copy whose ``env`` also carries this process's MLflow URI and rftbench paths, and
+        """A copy whose ``env`` also carries this process's MLflow URI, cache paths and every
+        ``RFTBENCH_*`` variable (a remote worker does not inherit this environment), and
         whose ``cwd`` is this directory (workers then write to the same store)."""
         keep = ("MLFLOW_TRACKING_URI", "RFTBENCH_CACHE", "RFTBENCH_DATA", "PYTHONPATH", "HF_HOME", "TORCH_HOME",
                 "HF_HUB_OFFLINE")
-        env = {k: os.environ[k] for k in keep if k in os.environ}
+        env = {k: v for k, v in os.environ.items() if k in keep or k.startswith("RFTBENCH_")}
         return replace(self, env={**env, **self.env}, cwd=self.cwd or os.getcwd())
 
 
