@@ -239,6 +239,11 @@ def _eps_progress(task: Task, grid: Sequence[float], norm: str, n_batches: int):
     return on_eps
 
 
+def _shown_if(svc: ProgressService, n_samples: int) -> ProgressService:
+    """``svc``, or a silent service for a phase with no samples (no "checks probe: 0 samples" line)."""
+    return svc if n_samples else ProgressService("off")
+
+
 def _clean_again(model: nn.Module, batches, device) -> np.ndarray:
     """Per-sample clean correctness from a second pass (bool, n)."""
     parts = [(predict(model, x.to(device)) == y.to(device)).cpu().numpy() for x, y, _ in batches]
@@ -268,7 +273,7 @@ def _measure_block(model: nn.Module, batches, cfg: ExperimentConfig, plan: _Plan
     # the sanity probe on positions [0, probe_samples): a naive sweep and the attack at a very large eps
     t = time.perf_counter()
     probe_idx = plan.subset[lo:max(lo, min(hi, ec.checks.probe_samples))]
-    with svc.task("checks probe", 2 * _n_batches(len(probe_idx), bs), unit="batch",
+    with _shown_if(svc, len(probe_idx)).task("checks probe", 2 * _n_batches(len(probe_idx), bs), unit="batch",
                   detail=f"{len(probe_idx)} samples: naive sweep, then eps "
                   f"{format_eps(plan.settings['checks']['large_eps'], cfg.threat.norm)}"
                   ) as task:
@@ -278,7 +283,7 @@ def _measure_block(model: nn.Module, batches, cfg: ExperimentConfig, plan: _Plan
     clock("sanity_probe_s", t)
     # AutoAttack on positions [0, n_aa), in chunks
     aa_idx = plan.subset[lo:max(lo, min(hi, plan.n_aa))]
-    with svc.task("autoattack", _n_batches(len(aa_idx), ec.autoattack.batch_size), unit="chunk",
+    with _shown_if(svc, len(aa_idx)).task("autoattack", _n_batches(len(aa_idx), ec.autoattack.batch_size), unit="chunk",
                   detail=f"{len(aa_idx)} samples at eps {format_eps(cfg.threat.eps, cfg.threat.norm)}") as task:
         aa = _autoattack(model, batches(aa_idx, ec.autoattack.batch_size), cfg, device, timings, task)
     res = SampleResults(start=lo, indices=idx.astype(np.int64), labels=labels, sweep_flags=flags,
