@@ -63,14 +63,16 @@ def _cell(row: pd.Series, m: str) -> str:
 
 def _group_table(sub: pd.DataFrame, title: str, baseline: bool) -> Table:
     table = Table(title=title, title_style="bold", title_justify="left")
-    cols = ["#", "schedule", "seeds", "clean", "PGD@target", "AutoAttack@target", "ER", "train s",
+    differs = int("differs" in sub.columns and bool(sub["differs"].fillna("").astype(bool).any()))
+    cols = ["#", "schedule"] + ["differs"] * differs + ["seeds", "clean", "PGD@target", "AutoAttack@target", "ER", "train s",
             "attacked", "attack fwd+bwd", "evals"]
     cols += ["Δclean [CI] p", "ΔAA [CI] p", "ΔER [CI] p", "paired"] if baseline else []
     cols += ["notes"]
     for c in cols:
         table.add_column(c, overflow="fold")
     for _, r in sub.iterrows():
-        cells = [str(r["rank"]), escape(r["schedule"]), f"{r['n_seeds']} ({r['seeds']})"]
+        cells = [str(r["rank"]), escape(r["schedule"])] + [escape(r["differs"] or "")] * differs
+        cells += [f"{r['n_seeds']} ({r['seeds']})"]
         cells += [_cell(r, m) for m in ("clean", "pgd", "aa", "er")]
         cells += [_num(r["train_wall_s"]), _num(r["attack_fraction"]), _num(r["attack_passes"]), str(r["n_evals"])]
         if baseline:
@@ -93,7 +95,9 @@ def render(lb: Any, console: Console | None = None, title: str = "rftbench leade
         console.print(_group_table(sub, escape(f"{title} — {desc}"), baseline))
     console.print("[dim]mean ± std over seeds [95% bootstrap CI over test samples]; ✓ = certified AutoAttack; "
                   "attack fwd+bwd = attacked steps × attack steps × batch size (sample passes); "
-                  "flagged rows never rank above unflagged ones.[/dim]")
+                  "flagged rows never rank above unflagged ones; a row is one setting (seeds averaged only over runs "
+                  "equal but for the seed), differs = what varies between a group's rows (the row's value vs "
+                  "the same schedule's other rows).[/dim]")
 
 
 def render_to_text(lb: Any) -> str:

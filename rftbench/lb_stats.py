@@ -57,11 +57,14 @@ def paired(xs: np.ndarray, xb: np.ndarray, n_resamples: int, seed: int) -> tuple
     return d, float(ci.low), float(ci.high), float(p.pvalue)
 
 
+ROW_KEYS = ("schedule", "setting", "n_aa")  # within a group: one row per schedule, setting and AutoAttack count
+
+
 def _seed_table(ev: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    g = ev.groupby(keys + ["schedule"], dropna=False, sort=False)
+    g = ev.groupby(keys + list(ROW_KEYS), dropna=False, sort=False)
     agg = g.agg(**{f"{m}_mean": (m, "mean") for m in STATS}, **{f"{m}_std": (m, "std") for m in STATS},
                 n_seeds=("run_id", "size"), seeds=("seed", lambda s: ",".join(sorted(map(str, s)))),
-                certified=("certified", "all"), flagged=("flagged", "any"), n_aa=("n_aa", "min"),
+                certified=("certified", "all"), flagged=("flagged", "any"),
                 n_samples=("n_samples", "min"), train_wall_s=("train_wall_s", "mean"),
                 attack_fraction=("attack_fraction", "mean"), attack_passes=("attack_passes", "mean"),
                 n_evals=("n_evals", "sum"), run_ids=("run_id", lambda s: ",".join(s)),
@@ -201,7 +204,7 @@ def _paired_columns(agg: pd.DataFrame, keys: list[str], samples: dict, baseline:
     setting = [k for k in keys if k != "subset"]
     for i, row in agg.iterrows():
         same = (agg[keys] == row[keys]).all(axis=1) | (agg[keys].isna() & row[keys].isna()).all(axis=1)
-        base = agg[is_base & same]
+        base = _closest_baseline(agg[is_base & same], row)
         if is_base[i]:
             agg.loc[i, "paired_note"] = "baseline"
         elif base.empty:
@@ -211,6 +214,13 @@ def _paired_columns(agg: pd.DataFrame, keys: list[str], samples: dict, baseline:
                                          else "no baseline run in this group")
         else:
             _fill_paired(agg, i, row, base.iloc[0], samples, n_resamples, seed)
+
+
+def _closest_baseline(base: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """The baseline rows of ``row``'s group, those of the same setting (and AutoAttack count) first."""
+    rank = (base["setting"] != row["setting"]).astype(int) * 2 + (base["n_aa"].fillna(-1) != (
+        -1 if pd.isna(row["n_aa"]) else row["n_aa"])).astype(int)
+    return base.iloc[np.argsort(rank.to_numpy(), kind="stable")]
 
 
 def _fill_paired(agg, i, row, base, samples, n_resamples, seed) -> None:
@@ -225,7 +235,8 @@ def _fill_paired(agg, i, row, base, samples, n_resamples, seed) -> None:
         n = min(len(xs), len(xb))
         d, lo, hi, p = paired(xs[:n], xb[:n], n_resamples, seed)
         agg.loc[i, [f"d_{m}", f"d_{m}_ci_lo", f"d_{m}_ci_hi", f"d_{m}_p"]] = [d, lo, hi, p]
-    agg.loc[i, "paired_note"] = f"paired with {base['schedule']} on {len(ids_s)}+{len(ids_b)} runs"
+    other = "" if base["setting"] == row["setting"] else f" (another setting: {base['setting']})"
+    agg.loc[i, "paired_note"] = f"paired with {base['schedule']}{other} on {len(ids_s)}+{len(ids_b)} runs"
 
 
 def aggregate(ev: pd.DataFrame, keys: list[str], samples: dict[str, SampleSummary], *, metric: str = "er",

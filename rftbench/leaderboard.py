@@ -1,12 +1,30 @@
 """The leaderboard of schedules, built from MLflow alone.
 
 Finished runs of one or more experiments are read into a pandas frame (``MlflowClient``
-paging), one row per evaluated run; evaluation runs of a trained model are linked to its
-training run by the weights hash (``rftbench.weights_sha256``); runs of the same resolved
-config and seed keep only their latest evaluation (older ones are counted in ``n_evals``).
+paging), one row per evaluated run; evaluation runs of a trained model (re-evaluations, merged
+shard evaluations, which may carry no params at all) are linked to its training run by the
+weights hash (``rftbench.weights_sha256``) and take that run's identity and params (their own
+``eval.*`` params are kept), so ``--where train.epochs=10`` finds them; runs of the same setting,
+seed and evaluation protocol keep only their latest evaluation (older ones count in ``n_evals``).
+
+**A row is one setting.** Seeds are averaged only over runs whose resolved configs are equal
+except for the seed: the ``setting`` of a run is a hash of its params without the seed, without
+the keys that do not change what is computed (:data:`_NOT_IDENTITY`: names, paths, logging,
+device, threads, tracking) and without the schedule's name and parameters (the ``schedule``
+column) and ``eval.*`` (the evaluation's identity, below). An evaluation that cannot be linked
+to a training run has the setting ``weights:<hash>`` (different weights are never averaged).
+The evaluation's identity is the split, the ER definition (grid, distribution, attack), the test
+subset hash and the AutoAttack sample count ``n_aa``: AutoAttack numbers over different sample
+counts or subsets are never averaged. Subsets (and split, ER definition) separate groups, since
+no number is comparable across them; ``n_aa`` separates rows within a group (clean, PGD and ER
+on the same subset stay comparable, only the AutoAttack column is over another prefix), as a
+differing training key does. Rows of one group whose settings differ carry ``differs``: for
+each key that varies within the group, the row's own value, then `` vs `` the other values
+of the same schedule's rows, e.g. ``train.epochs 20 vs 2; n_aa 100 vs 10``.
+
 Runs are grouped by setting (``group_by``, default model, dataset, norm, target eps, objective)
 and always by what makes numbers comparable (split, ER definition, test subset hash), then
-aggregated to one row per schedule (name + parameters): mean, std and n over seeds, a 95%
+aggregated to one row per schedule (name + parameters) and setting: mean, std and n over seeds, a 95%
 bootstrap CI over test samples (:mod:`rftbench.lb_stats`), a 95% t-interval over seeds where
 n >= 2, compute, and with ``baseline`` a paired difference per schedule. Within a group a
 flagged row never ranks above an unflagged one.
@@ -29,7 +47,15 @@ from .tracking import client_for
 METRICS = {"clean": "acc_clean", "pgd": "acc_sweep", "aa": "acc_autoattack", "er": "expected_robustness"}
 DEFAULT_GROUP_BY = ("model", "dataset", "norm", "eps", "objective")
 COMPARABLE = ("split", "er_name", "subset")
-_NOT_IDENTITY = {"name", "experiment", "output_dir", "train.progress", "plugins"}
+# config keys that do not change what a run computes (as rftbench.training.state.RESUME_MAY_DIFFER,
+# plus MLflow model logging and the thread count); eval.* is the evaluation's identity instead
+_NOT_IDENTITY = {"name", "experiment", "output_dir", "plugins", "search", "train.progress", "train.log_every",
+                 "train.log_mlflow_model", "train.checkpoint_every", "train.checkpoint_every_steps", "train.device",
+                 "train.threads", "train.val_every", "train.val_samples", "data.num_workers", "data.eval_batch_size",
+                 "data.root", "data.download"}
+_NOT_IDENTITY_PREFIXES = ("tracking.", "eval.", "schedule.params.")
+_NOT_SETTING = {"seed", "schedule.name"}
+EVAL_IDENTITY = ("split", "er_name", "subset", "n_aa")
 TRAINING_KINDS = {"experiment", "trial", "sweep"}
 
 
@@ -43,6 +69,7 @@ class Leaderboard:
     samples: dict[str, SampleSummary] = field(default_factory=dict)
     experiments: list[str] = field(default_factory=list)
     uri: str = ""
+    settings: dict[str, dict[str, str]] = field(default_factory=dict)  # setting hash -> its params
 
 
 def _experiment_ids(client, experiments: Sequence[str]) -> list[str]:
@@ -98,7 +125,7 @@ def _run_row(r: Any) -> dict[str, Any]:
     pre = "eval" if split in (None, "test") else ("val" if split == "val" else f"eval_{split}")
     n_warn = m.get(f"{pre}/n_warnings", 0.0)
     flagged = t["rftbench.flagged"] in ("True", "true", "1") if "rftbench.flagged" in t else n_warn > 0
-    ident = {k: v for k, v in p.items() if k not in _NOT_IDENTITY}
+    ident = setting_params(p)
     steps, batch = _float(p.get("attack.steps")), _float(p.get("data.batch_size"))
     return {
         "run_id": r.info.run_id, "run_name": r.info.run_name or "", "experiment_id": r.info.experiment_id,
@@ -110,7 +137,8 @@ def _run_row(r: Any) -> dict[str, Any]:
         "schedule": _label(t.get("rftbench.schedule", p.get("schedule.name", "?")), _prefixed(p, "schedule.params.")),
         "seed": p.get("seed", "?"), "split": split, "er_name": t.get("rftbench.er_name", "?"),
         "subset": t.get("rftbench.subset_sha256", "?"), "weights_sha256": t.get("rftbench.weights_sha256", ""),
-        "config_sha256": hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest(),
+        "setting": _digest(ident), "config_sha256": _digest({**ident, "seed": p.get("seed"),
+                                                             **{k: v for k, v in p.items() if k.startswith("schedule.")}}),
         **{k: m.get(f"{pre}/{v}", np.nan) for k, v in METRICS.items()},
         "evaluated": split is not None and f"{pre}/expected_robustness" in m,
         "certified": t.get("rftbench.certified") == "True", "flagged": bool(flagged), "n_warnings": n_warn,
@@ -122,13 +150,30 @@ def _run_row(r: Any) -> dict[str, Any]:
     }
 
 
-_LINKED = ("model", "objective", "schedule", "seed", "config_sha256", "train_wall_s", "attack_fraction",
+def setting_params(p: dict[str, str]) -> dict[str, str]:
+    """The params of a run that make its setting: all but the seed, the schedule's name and
+    parameters, ``eval.*`` and the keys that do not change what is computed (module docstring)."""
+    return {k: v for k, v in p.items() if k not in _NOT_IDENTITY and k not in _NOT_SETTING
+            and not k.startswith(_NOT_IDENTITY_PREFIXES)}
+
+
+def _digest(d: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+_LINKED = ("model", "objective", "schedule", "seed", "setting", "config_sha256", "train_wall_s", "attack_fraction",
            "attack_passes")
 
 
+def _inherit_params(ev_params: dict[str, str], train_params: dict[str, str]) -> dict[str, str]:
+    """An evaluation's params for matching: its training run's, with the evaluation's own ``eval.*``."""
+    own = {k: v for k, v in ev_params.items() if k.startswith("eval.")}
+    return {**{k: v for k, v in train_params.items() if not k.startswith("eval.")}, **own}
+
+
 def link_and_dedupe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Evaluations take their training run's identity (by weights hash); the latest evaluation of
-    each (identity, split, ER definition, subset, threat) wins, the others are counted."""
+    """Evaluations take their training run's identity and params (by weights hash); the latest
+    evaluation of each (identity with seed, evaluation identity, threat) wins, the others are counted."""
     trained = frame[frame["kind"].isin(TRAINING_KINDS) & (frame["weights_sha256"] != "")]
     trained = trained.sort_values("end_time").drop_duplicates("weights_sha256", keep="last").set_index("weights_sha256")
     ev = frame[frame["evaluated"]].copy()
@@ -139,10 +184,14 @@ def link_and_dedupe(frame: pd.DataFrame) -> pd.DataFrame:
         for col in _LINKED + ("run_id",):
             ev.loc[link, "train_run_id" if col == "run_id" else col] = \
                 ev.loc[link, "weights_sha256"].map(trained[col]).values
+        sha = ev.loc[link, "weights_sha256"]
+        ev.loc[link, "params"] = pd.Series([_inherit_params(p, trained.at[w, "params"]) for p, w in
+                                            zip(ev.loc[link, "params"], sha)], index=sha.index, dtype=object)
     unlinked = is_eval & ~link
     if unlinked.any():
-        ev.loc[unlinked, "config_sha256"] = "weights:" + ev.loc[unlinked, "weights_sha256"]
-    key = ["config_sha256", "split", "er_name", "subset", "norm", "eps"]
+        for col in ("config_sha256", "setting"):
+            ev.loc[unlinked, col] = "weights:" + ev.loc[unlinked, "weights_sha256"].str[:16]
+    key = ["config_sha256", *EVAL_IDENTITY, "norm", "eps"]
     ev = ev.sort_values("end_time")
     ev["n_evals"] = ev.groupby(key, dropna=False)["run_id"].transform("size")
     return ev.drop_duplicates(key, keep="last").reset_index(drop=True)
@@ -213,11 +262,55 @@ def build_leaderboard(experiments: Sequence[str] | str, *, uri: str | None = Non
     _fill_missing_samples(ev, samples, tracking_uri)
     table = aggregate(ev, keys, samples, metric=metric, baseline=baseline, n_resamples=n_resamples, seed=seed,
                       sort=sort)
+    settings = settings_of(ev)
+    table.insert(table.columns.get_loc("n_aa") + 1, "differs", differs_column(table, keys, settings))
     if seed_ci and (table["n_seeds"] < 2).any():
         few = table.loc[table["n_seeds"] < 2, "schedule"].tolist()
         raise LeaderboardError(f"a seed CI needs at least 2 seeds per row; {few} have 1. Train more seeds "
                                f"(seed: in the config) or drop --seed-ci.")
-    return Leaderboard(table, ev, keys, samples, experiments, tracking_uri)
+    return Leaderboard(table, ev, keys, samples, experiments, tracking_uri, settings)
+
+
+def settings_of(ev: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Each setting's params (:func:`setting_params`; an unlinked evaluation's also name its weights)."""
+    out: dict[str, dict[str, str]] = {}
+    for st, p, w in zip(ev["setting"], ev["params"], ev["weights_sha256"]):
+        if st not in out:
+            out[st] = {**setting_params(p), **({"weights": w[:12]} if st.startswith("weights:") else {})}
+    return out
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, float):
+        return "(none)" if np.isnan(v) else (f"{int(v)}" if v.is_integer() else f"{v:g}")
+    s = str(v)
+    return s if len(s) <= 40 else s[:39] + "…"
+
+
+def _order(v: str) -> tuple:
+    f = _float(v)
+    return (1, 0.0, v) if np.isnan(f) else (0, f, v)
+
+
+def differs_column(table: pd.DataFrame, keys: list[str], settings: dict[str, dict[str, str]]) -> pd.Series:
+    """Per row, the keys that vary between the rows of its group: its own value, then `` vs `` the
+    values of the same schedule's other rows (``train.epochs 20 vs 2; n_aa 100 vs 10``); empty
+    where every row of the group has one setting and AutoAttack count."""
+    out = pd.Series("", index=table.index, dtype=object)
+    for _, sub in table.groupby(keys, dropna=False, sort=False):
+        if sub["setting"].nunique() < 2 and sub["n_aa"].nunique(dropna=False) < 2:
+            continue
+        frame = pd.DataFrame([settings.get(st, {}) for st in sub["setting"]], index=sub.index).fillna("(unset)")
+        frame = frame.map(_text).assign(n_aa=sub["n_aa"].map(_text))
+        varying = [c for c in sorted(frame.columns, key=lambda c: (c == "n_aa", c)) if frame[c].nunique() > 1]
+        for i in sub.index:
+            same = frame.loc[sub["schedule"] == sub.at[i, "schedule"]]
+            parts = []
+            for c in varying:
+                others = sorted(set(same[c]) - {frame.at[i, c]}, key=_order)
+                parts.append(f"{c} {frame.at[i, c]}" + (f" vs {', '.join(others)}" if others else ""))
+            out[i] = "; ".join(parts)
+    return out
 
 
 def _fill_missing_samples(ev: pd.DataFrame, samples: dict[str, SampleSummary], uri: str) -> None:
