@@ -154,10 +154,29 @@ class SlurmCluster:
         out = self._run("squeue", "-h", "-o", "%i %T", timeout=20).stdout.split("\n")
         return [tuple(line.split()[:2]) for line in out if line.strip()]
 
+    def step_pids(self) -> list[int]:
+        """The processes started for this cluster's jobs (slurmstepd and what it runs): those
+        whose environment names this cluster's SLURM_CONF."""
+        mark = f"SLURM_CONF={self.conf}\0".encode()
+        out = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    if mark in (entry / "environ").read_bytes() + b"\0":
+                        out.append(int(entry.name))
+                except OSError:
+                    continue
+        return out
+
     def stop(self) -> None:
         """Stop every daemon this cluster started (newest first), by the PID it wrote."""
         for pidfile in reversed(self._pidfiles):
             _kill_pidfile(pidfile)
+        for pid in self.step_pids():  # slurmstepd outlives slurmd and ignores SIGTERM
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self._linked_socket and DEFAULT_MUNGE_SOCKET.is_symlink():
             DEFAULT_MUNGE_SOCKET.unlink()
 
