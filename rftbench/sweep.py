@@ -190,7 +190,11 @@ def run_sweep(runs: list[GridRun], launcher: Any = None, point_options: Any = No
     opts = point_options or PointOptions()
     calls = [(r.config.model_dump(), r.labels, opts) for r in runs]
     if launcher is None:
-        return [run_point(*c) for c in calls]
+        done: list[Any] = []
+        for c in calls:
+            done.append(run_point(*c))
+            _say_point(done, len(calls))
+        return done
     from .launch import launch
 
     # what is done (or failed, without --retry-failed) needs no worker; the workers decide again under a claim
@@ -209,7 +213,21 @@ def run_sweep(runs: list[GridRun], launcher: Any = None, point_options: Any = No
     outcomes = launch(run_point, [c for _, c in todo], launcher)
     for (r, _), o in zip(todo, outcomes):
         results[r.name] = o.value if o.ok else PointResult(r.name, run_identity(r.config), "failed", None, o.error)
-    return [results[r.name] for r in runs]
+    ordered = [results[r.name] for r in runs]
+    for i in range(len(ordered)):
+        _say_point(ordered[:i + 1], len(ordered))
+    return ordered
+
+
+def _say_point(done: list[Any], total: int) -> None:
+    """One progress line (stderr) for the last grid point of ``done``, with the counts so far."""
+    from .progress import note
+
+    last = done[-1]
+    counts = sweep_summary(done)
+    why = f" ({last.message})" if last.status == "failed" and last.message else ""
+    note(f"grid run {len(done)}/{total} {last.name}: {last.status}{why}; so far " +
+         ", ".join(f"{counts[s]} {s}" for s in ("finished", "resumed", "skipped", "failed") if counts[s]))
 
 
 def sweep_summary(results: list[Any]) -> dict[str, Any]:
