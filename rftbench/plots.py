@@ -73,20 +73,23 @@ def schedule_colours(names: Sequence[str]) -> dict[str, tuple[float, float, floa
     return {name: cmap(i % cmap.N) for i, name in enumerate(order)}
 
 
-TrainingSeries = Mapping[str, Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]]]
+TrainingSeries = Mapping[str, Sequence[tuple[Sequence[float], ...]]]
 
 
 def training_accuracy_figure(series: TrainingSeries, colours: Mapping[str, tuple] | None = None):
     """Clean and adversarial training accuracy per epoch: ``series[schedule]`` holds one
-    ``(epochs, acc_clean, acc_adv)`` per seed (accuracies in [0, 1]). A schedule has one colour;
+    ``(epochs, acc_clean, acc_adv)`` per seed (accuracies in [0, 1]), or ``(clean_epochs,
+    acc_clean, adv_epochs, acc_adv)`` where the two differ (no ``acc_adv`` in an epoch that
+    attacked no batch, e.g. at eps = 0). A schedule has one colour;
     clean is drawn solid, adversarial dashed; the legend names each (schedule, kind) pair once,
     below the axes so that it never hides a line. Returns the Figure (the caller saves it)."""
     colours = colours or schedule_colours(list(series))
     rows = max(1, len(series))
     fig, ax = plt.subplots(figsize=(9, 4.2 + 0.25 * rows), dpi=100)
     for name, seeds in series.items():
-        for i, (epochs, clean, adv) in enumerate(seeds):
-            for values, style, kind in ((clean, "-", "clean"), (adv, "--", "adversarial")):
+        for i, one in enumerate(seeds):
+            clean_x, clean, adv_x, adv = one if len(one) == 4 else (one[0], one[1], one[0], one[2])
+            for epochs, values, style, kind in ((clean_x, clean, "-", "clean"), (adv_x, adv, "--", "adversarial")):
                 ax.plot(epochs, values, linestyle=style, marker=".", color=colours[name], alpha=0.9,
                         label=f"{name}: {kind}" if i == 0 else "_nolegend_")
     ax.set(xlabel="epoch", ylabel="training accuracy", ylim=(0, 1),

@@ -111,8 +111,8 @@ def _history_figures(client, sub: pd.DataFrame, runs: pd.DataFrame, colours: dic
             steps, eps = _history(client, train_of[rid], "train_step/eps")
             a1.plot(steps, eps, color=colours[label], label=label if i == 0 else "_nolegend_")
             e, clean = _history(client, train_of[rid], "train/acc_clean")
-            _, adv = _history(client, train_of[rid], "train/acc_adv")
-            series[label].append(([x + 1 for x in e], clean, adv))
+            e_adv, adv = _history(client, train_of[rid], "train/acc_adv")  # no value in an unattacked epoch
+            series[label].append(([x + 1 for x in e], clean, [x + 1 for x in e_adv], adv))
     a1.set(xlabel="optimizer step", ylabel="eps", title="eps each run trained with (train_step/eps)")
     a1.grid(alpha=0.3)
     a1.legend(fontsize=9)

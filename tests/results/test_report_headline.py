@@ -49,3 +49,13 @@ def test_compute_figure_labels_fit_inside_the_figure():
         lab = ax.xaxis.label.get_window_extent()
         assert box.x0 <= lab.x0 and lab.x1 <= box.x1 and box.y0 <= lab.y0
     assert fig.get_size_inches()[0] >= 10
+
+
+def test_adversarial_accuracy_may_start_later_than_clean():
+    """An epoch that attacked no batch (eps = 0 at the start of a schedule) logs no acc_adv: the
+    dashed line starts later (the demo's report once failed on 20 clean vs 16 adversarial epochs)."""
+    clean_x, adv_x = list(range(1, 21)), list(range(5, 21))
+    fig = training_accuracy_figure({"ramp": [(clean_x, [0.9] * 20, adv_x, [0.4] * 16)]})
+    (solid, dashed) = fig.axes[0].get_lines()
+    assert list(solid.get_xdata()) == clean_x and list(dashed.get_xdata()) == adv_x
+    assert (solid.get_linestyle(), dashed.get_linestyle()) == ("-", "--")
