@@ -204,9 +204,14 @@ def test_cli_piped_output_is_not_truncated_and_mlflow_has_what_users_expect(runs
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"digits-train", "digits-val", "digits-test"}
     import mlflow.pytorch
     import torch
-    # through this test's store (mlflow's global tracking URI may be another test's)
-    model = mlflow.pytorch.load_model(client_for().download_artifacts(run.info.run_id, "mlflow_model",
-                                                                      tempfile.mkdtemp()))
+    # the logged model, by the URI users are told (runs:/RUN_ID/mlflow_model), through this test's
+    # store (mlflow's global tracking URI may be another test's)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(client_for().tracking_uri)
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/mlflow_model", dst_path=tempfile.mkdtemp())
+    finally:
+        mlflow.set_tracking_uri(previous)
     assert model(torch.zeros(1, 1, 16, 16)).shape[-1] == 5
 
 
