@@ -85,6 +85,17 @@ class Task:
         return text + (f": {self.detail}" if self.detail else "")
 
 
+def rich_bar(console: Any, field: str) -> Any:
+    """The one look of rftbench's rich bars (this module's and the trainer's): description, bar,
+    done/total, elapsed, remaining, then the task's text field ``field``; not started."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[%s]}" % field),
+                    console=console, transient=False)
+
+
 class _Silent:
     """Shows nothing (mode ``off``)."""
 
@@ -147,13 +158,9 @@ class _Rich(_Silent):
     def _start(self) -> Any:
         from rich.console import Console
         from rich.errors import LiveError
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
 
         console = Console(file=self.stream) if self.stream is not None else Console(stderr=True)
-        progress = Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"),
-                            console=console, transient=False)
+        progress = rich_bar(console, "detail")
         try:
             progress.start()
         except LiveError:

@@ -14,7 +14,8 @@ import sys
 import time
 from typing import IO, Any, Mapping
 
-PROGRESS_MODES = ("auto", "rich", "plain", "off")
+from ..progress import resolve_mode, rich_bar
+
 
 
 class TrainProgress:
@@ -122,14 +123,9 @@ class RichProgress(TrainProgress):
         self.name, self.epochs, self.spe, self._epoch = "train", 1, 1, 1
 
     def start(self, *, name, epochs, steps_per_epoch, done_steps):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
         self.name, self.epochs, self.spe = name, epochs, steps_per_epoch
         self._epoch = done_steps // steps_per_epoch + 1
-        self._progress = Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
-                                  console=self.console, transient=False)
+        self._progress = rich_bar(self.console, "stats")
         self._progress.start()
         self._task = self._progress.add_task(f"{name} epoch {done_steps // steps_per_epoch + 1}/{epochs}",
                                              total=epochs * steps_per_epoch, completed=done_steps, stats="")
@@ -164,17 +160,11 @@ class RichProgress(TrainProgress):
 def make_progress(mode: str = "auto", stream: IO[str] | None = None) -> TrainProgress:
     """The progress display for ``train.progress``: ``auto`` is ``rich`` when ``stream`` (default
     stderr) is a terminal and ``plain`` otherwise; ``off`` shows nothing."""
-    if mode not in PROGRESS_MODES:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"train.progress must be one of {', '.join(PROGRESS_MODES)}, got {mode!r}.")
-    target = stream or sys.stderr
-    if mode == "auto":
-        mode = "rich" if getattr(target, "isatty", lambda: False)() else "plain"
+    mode = resolve_mode(mode, stream)
     if mode == "off":
         return TrainProgress()
     if mode == "rich":
         from rich.console import Console
 
-        return RichProgress(Console(file=target) if stream is not None else None)
+        return RichProgress(Console(file=stream) if stream is not None else None)
     return PlainProgress(stream)
