@@ -10,7 +10,7 @@
     (identical robust accuracy and per-sample flags required).
 
 The model is the embedded pretrained small CNN, adversarially fine-tuned briefly on digits 5-9
-(so that some samples survive), built once through ``rftbench.setup.build_task``. Each side
+(so that some samples survive), built once through ``rftbench.task.build_task``. Each side
 runs ``--repeats`` times, alternating, and the best time counts. Torch runs on ``--threads``
 threads (default 1) and the ratios compare the CPU time of this process (with one thread: the
 work done, not the time other processes held the cores; wall times are printed beside). The
@@ -37,7 +37,7 @@ import torchattacks  # noqa: E402
 def briefly_trained_model(workdir: Path):
     """small_cnn pretrained on digits 0-4, PGD-AT fine-tuned 4 epochs on digits 5-9 at eps 0.1."""
     from rftbench.config import parse_config
-    from rftbench.setup import build_task
+    from rftbench.task import build_task
     from rftbench.training import train
 
     cfg = parse_config({"name": "perf-eval", "seed": 0, "model": {"name": "small_cnn", "pretrained": True},

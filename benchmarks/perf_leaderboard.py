@@ -36,8 +36,8 @@ import numpy as np  # noqa: E402
 def build_store(uri: str, n_runs: int, n_samples: int) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
-    from rftbench.sample_summary import SampleSummary, encode, er_weights
-    from rftbench.tracking import client_for, get_or_create_experiment
+    from rftbench.evaluation.sample_summary import SampleSummary, encode, er_weights
+    from rftbench.tracking.store import client_for, get_or_create_experiment
 
     client = client_for(uri)
     exp = get_or_create_experiment(client, "bench")
@@ -86,8 +86,8 @@ def main() -> None:
         t = time.perf_counter()
         build_store(uri, args.runs, args.samples)
         print(f"store with {args.runs} runs built in {time.perf_counter() - t:.1f} s")
-        from rftbench.leaderboard import build_leaderboard, search_all
-        from rftbench.tracking import client_for
+        from rftbench.results.leaderboard import build_leaderboard, search_all
+        from rftbench.tracking.store import client_for
 
         client = client_for(uri)
         exp_id = client.get_experiment_by_name("bench").experiment_id

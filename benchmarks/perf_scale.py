@@ -56,7 +56,7 @@ def cpu_s() -> float:
 
 def timed(runs, launcher) -> tuple[float, float, list]:
     """(wall s, CPU s, one PointResult per run)."""
-    from rftbench.sweep import run_sweep
+    from rftbench.experiments.sweep import run_sweep
 
     t0, c0 = time.perf_counter(), cpu_s()
     results = run_sweep(runs, launcher)
@@ -66,7 +66,7 @@ def timed(runs, launcher) -> tuple[float, float, list]:
 def prepare(experiments: list[str]) -> None:
     """The embedded checkpoint, the MLflow store and the experiments, before anything is timed."""
     from rftbench.embedded import pretrained_checkpoint
-    from rftbench.tracking import client_for, get_or_create_experiment
+    from rftbench.tracking.store import client_for, get_or_create_experiment
 
     pretrained_checkpoint("small_cnn")
     client = client_for()
@@ -88,7 +88,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     from rftbench.launch import LaunchOptions
-    from rftbench.sweep import expand_grid
+    from rftbench.experiments.sweep import expand_grid
 
     prepare(["sequential", "workers"])
     load = os.getloadavg()[0]

@@ -45,7 +45,7 @@ def child(threads: str, epochs: int) -> None:
     import torch
 
     from rftbench.config import parse_config
-    from rftbench.setup import build_task
+    from rftbench.task import build_task
     from rftbench.training import Trainer
 
     n = torch.get_num_threads() if threads == "torch" else (None if threads == "none" else int(threads))

@@ -3,8 +3,8 @@
 
 Both sides train the embedded pretrained small CNN on digits 5-9 (PGD-AT, ``train.log_every: 1``:
 every batch's window metrics plus a heartbeat tag go to MLflow), built fresh through
-``rftbench.setup.build_task`` before each timed run. The tracked side goes through
-:func:`rftbench.spool.start_spooled_run` (run creation, the on-disk spool, the background
+``rftbench.task.build_task`` before each timed run. The tracked side goes through
+:func:`rftbench.tracking.spool.start_spooled_run` (run creation, the on-disk spool, the background
 flusher and the final flush of everything to the server are all inside the timed region). Each
 side runs ``--repeats`` times, alternating, and the best time counts. Torch runs on one thread;
 the ratio compares the CPU time of this process (the work the tracking adds to training, with
@@ -64,8 +64,8 @@ def config(epochs: int):
 
 def one_run(cfg, root: Path, uri: str | None) -> tuple[float, float, int]:
     """(wall s, CPU s, steps) of one training run, tracked to ``uri`` or untracked (None)."""
-    from rftbench.setup import build_task
-    from rftbench.spool import start_spooled_run
+    from rftbench.task import build_task
+    from rftbench.tracking.spool import start_spooled_run
     from rftbench.training import train
 
     task = build_task(cfg)

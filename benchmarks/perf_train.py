@@ -38,7 +38,7 @@ from rftbench.attacks import TrainAttack  # noqa: E402
 from rftbench.config import parse_config  # noqa: E402
 from rftbench.models import create_model  # noqa: E402
 from rftbench.objectives import create_objective  # noqa: E402
-from rftbench.setup import resolve_device  # noqa: E402
+from rftbench.task import resolve_device  # noqa: E402
 from rftbench.training import BatchMeter, TrainStep, amp_setup, make_lr_schedule, make_optimizer  # noqa: E402
 
 TARGETS = {"pgd_at_step_vs_handwritten": 1.05, "pgd_at_step_vs_k_plus_1_plain_steps": 1.15,

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from rftbench.errors import RftbenchError
-from rftbench.phenomenon import markdown_table, runs_frame
+from rftbench.results.phenomenon import markdown_table, runs_frame
 from rftbench.plots import plot_phenomenon
 
 ORDER = ["none", "constant", "linear", "epsilon_scheduling"]

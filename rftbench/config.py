@@ -245,7 +245,7 @@ class AutoAttackConfig(_Strict):
 
 
 class EvalChecksConfig(_Strict):
-    """Sanity checks against gradient masking (see ``rftbench.checks``): ``monotone`` and
+    """Sanity checks against gradient masking (see ``rftbench.evaluation.checks``): ``monotone`` and
     ``large_eps`` run on a probe, the first ``probe_samples`` of the evaluation subset; the
     AutoAttack checks (``sweep_vs_autoattack`` with ``sweep_vs_autoattack_max_gap``) on
     AutoAttack's samples. ``large_eps``: ``None`` = Linf 1.0 / L2 the

@@ -100,7 +100,7 @@ def _pretrain(model_name: str, *, epochs: int, seed: int):
     from .config import parse_config
     from .data import Splits
     from .models import BUILTIN_MODELS, PixelModel
-    from .setup import Task
+    from .task import Task
     from .training import Trainer
 
     entry = BUILTIN_MODELS.get(model_name)

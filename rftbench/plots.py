@@ -46,7 +46,7 @@ def plot_phenomenon(df, out: str | Path, order: Sequence[str] | None = None,
     """Clean accuracy and expected robustness against target eps, one line per schedule, mean ±
     standard deviation over seeds (error bars). ``df``: a DataFrame with columns ``schedule``,
     ``eps``, ``acc_clean``, ``expected_robustness`` (one row per run, e.g.
-    :func:`rftbench.phenomenon.runs_frame`)."""
+    :func:`rftbench.results.phenomenon.runs_frame`)."""
     order = list(order or dict.fromkeys(df["schedule"]))
     stats = df.groupby(["schedule", "eps"])[["acc_clean", "expected_robustness"]].agg(["mean", "std"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120, sharex=True)

@@ -8,7 +8,7 @@ the target eps as a function of training progress in [0, 1], and declare their p
 Optuna search space. Whether the trainer asks per step or per epoch is its own option
 (``schedule.granularity``): to a schedule a "step" is just a position out of ``total_steps``.
 
-Plugins live one file each in the top-level ``schedules/`` package, in installed packages
+Plugins live one file each in the ``rftbench/schedules/`` package, in installed packages
 under the entry-point group ``rftbench.schedules`` (the entry point's name is the schedule's
 name; it points at a :class:`Schedule` subclass), or in a user's file loaded with
 ``--plugin path.py`` / ``plugins:`` in a config. A minimal plugin file::
@@ -275,7 +275,9 @@ def register_schedule(name: str):
 
 
 def _load_builtin_schedules() -> None:
-    import schedules as pkg  # the top-level plugin package: one file per schedule
+    # the plugin package rftbench.schedules, one file per schedule; imported by name (it imports
+    # this module, so nothing here imports it)
+    pkg = importlib.import_module("rftbench.schedules")
 
     for info in pkgutil.iter_modules(pkg.__path__):
         module = f"{pkg.__name__}.{info.name}"
@@ -383,8 +385,7 @@ def plot_schedule_specs(specs: Sequence[str], out: str | Path, *, target_eps: fl
 def schedule_catalog() -> list[dict[str, Any]]:
     """Every registered schedule as plain data: ``describe()`` plus ``source`` (a file or an
     entry point) and ``origin`` (``built-in``, ``entry point`` or ``file``)."""
-    import schedules as pkg
-
+    pkg = importlib.import_module("rftbench.schedules")
     builtin_dir = Path(pkg.__path__[0]).resolve()
     items = []
     for entry in SCHEDULES.entries():

@@ -12,7 +12,7 @@ def source_setup(**overrides):
     """The embedded pretrained small CNN on the task it was trained on (digits 0-4): clean
     accuracy near 1, not robust. Returns (cfg, model, test split)."""
     from rftbench.data import build_splits
-    from rftbench.setup import build_model, model_spec
+    from rftbench.task import build_model, model_spec
 
     base = dict(data__options={"task": "source"}, data__eval_batch_size=16,
                 eval__autoattack__batch_size=16, eval__autoattack__enabled=False)

@@ -8,8 +8,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ["rftbench.config", "rftbench.models", "rftbench.data", "rftbench.attacks", "rftbench.training",
-               "rftbench.setup", "rftbench.evaluate", "rftbench.objectives", "rftbench.scheduling",
-               "rftbench.tracking", "rftbench.tune", "rftbench.tuning", "rftbench.leaderboard", "rftbench.cli"]
+               "rftbench.task", "rftbench.evaluation.evaluate", "rftbench.objectives", "rftbench.scheduling",
+               "rftbench.tracking.store", "rftbench.tuning", "rftbench.tuning", "rftbench.results.leaderboard", "rftbench.cli"]
 
 
 def test_every_function_is_under_sixty_lines():

@@ -30,7 +30,7 @@ def print_json(obj: Any) -> None:
 def console(stderr: bool = False) -> Console:
     """The console commands print tables and summaries on: a terminal keeps its own width; a
     pipe or a file gets :data:`PIPE_WIDTH` columns without colour or soft wrapping (as the
-    leaderboard's :func:`rftbench.lb_export.render` does), so every cell is printed in full."""
+    leaderboard's :func:`rftbench.results.export.render` does), so every cell is printed in full."""
     c = Console(stderr=stderr)
     return c if c.is_terminal else Console(stderr=stderr, width=PIPE_WIDTH, no_color=True, soft_wrap=True)
 

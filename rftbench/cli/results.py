@@ -9,7 +9,7 @@ from .common import add_json_flag, print_json
 
 
 def _build(args, experiments):
-    from ..leaderboard import build_leaderboard
+    from ..results.leaderboard import build_leaderboard
 
     return build_leaderboard(experiments, group_by=args.group_by.split(","), where=args.where,
                              include_val=args.include_val, metric=args.metric, baseline=args.baseline,
@@ -19,7 +19,7 @@ def _build(args, experiments):
 def cmd_leaderboard(args) -> int:
     import json
 
-    from ..lb_export import render, to_format
+    from ..results.export import render, to_format
 
     lb = _build(args, args.experiment or ["rftbench-demo"])
     fmt = "json" if args.json else args.format
@@ -37,7 +37,7 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..report import write_report
+    from ..results.report import write_report
 
     lb = _build(args, [args.experiment])
     out = write_report(lb, args.out)
@@ -46,7 +46,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_model_card(args) -> int:
-    from ..modelcard import export_model_card
+    from ..results.modelcard import export_model_card
 
     out = export_model_card(args.run_id, args.out)
     print(f"model card and weights written to {out}")
@@ -54,7 +54,7 @@ def cmd_model_card(args) -> int:
 
 
 def _add_leaderboard_options(p: argparse.ArgumentParser) -> None:
-    from ..leaderboard import DEFAULT_GROUP_BY
+    from ..results.leaderboard import DEFAULT_GROUP_BY
 
     p.add_argument("--group-by", default=",".join(DEFAULT_GROUP_BY), help="comma-separated grouping keys")
     p.add_argument("--where", action="append", default=[], metavar="KEY=GLOB", help="keep matching runs (repeatable)")

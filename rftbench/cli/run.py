@@ -34,13 +34,13 @@ def print_record_summary(record: Any, run_id: str | None = None, prefix: str = "
 
 
 def cmd_demo(args) -> int:
-    from ..demo import run_demo
+    from ..experiments.demo import run_demo
 
     res = run_demo(epochs=args.epochs, aa_samples=args.aa_samples, quiet=args.json)
     if args.json:
         import json
 
-        from ..lb_export import to_format
+        from ..results.export import to_format
 
         print_json({"leaderboard": json.loads(to_format(res.leaderboard, "json")), "figure": str(res.figure),
                     "report": str(res.report), "wall_time_s": res.wall_time_s})
@@ -68,7 +68,7 @@ def _torchrun(args) -> int:
 def cmd_train(args) -> int:
     from ..config import load_config
     from ..errors import RunFinishedError
-    from ..experiment import run_experiment
+    from ..experiments.experiment import run_experiment
 
     if args.nproc and args.nproc > 1:
         return _torchrun(args)
@@ -76,7 +76,7 @@ def cmd_train(args) -> int:
         if not args.resume:
             raise RftbenchError("`rftbench train` needs a CONFIG (or `--resume RUN_ID` to continue a run with "
                                 "its own config).")
-        from ..recovery import config_of_run
+        from ..tracking.recovery import config_of_run
 
         cfg = config_of_run(args.resume, args.set)
     else:
@@ -103,7 +103,7 @@ def _run_status(run_id: str) -> str:
     """The run's status in the tracking store, as MLflow shows it."""
     if run_id.startswith("offline-"):  # the spool's local id: the store was down when the run started
         return "not in MLflow yet: send it with `rftbench runs sync RUN_DIR`"
-    from ..tracking import client_for
+    from ..tracking.store import client_for
 
     try:
         return client_for().get_run(run_id).info.status
@@ -137,8 +137,8 @@ def print_train_summary(res: Any, cfg: Any, config_path: str | None) -> None:
 
 def cmd_evaluate(args) -> int:
     from ..config import load_config, parse_shard
-    from ..experiment import evaluate_config
-    from ..records import EvaluationRecord
+    from ..experiments.experiment import evaluate_config
+    from ..evaluation.records import EvaluationRecord
 
     if args.config[0] == "merge":
         return cmd_evaluate_merge(args, args.config[1:])
@@ -158,8 +158,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_evaluate_merge(args, paths: list[str]) -> int:
-    from ..experiment import log_evaluation_record
-    from ..records import EvaluationRecord, merge_records
+    from ..experiments.experiment import log_evaluation_record
+    from ..evaluation.records import EvaluationRecord, merge_records
 
     if not paths:
         raise RftbenchError("`rftbench evaluate merge` needs the shard records: merge REC1.json REC2.json ... --out M.json")

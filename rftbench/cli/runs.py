@@ -8,7 +8,7 @@ from .common import add_json_flag, console, print_json
 
 
 def cmd_runs_mark_stale(args) -> int:
-    from ..recovery import mark_stale_runs, stale_runs_to_json
+    from ..tracking.recovery import mark_stale_runs, stale_runs_to_json
 
     stale = mark_stale_runs(args.experiment, older_than_s=args.older_than, dry_run=args.dry_run)
     if args.json:
@@ -22,7 +22,7 @@ def cmd_runs_mark_stale(args) -> int:
 
 
 def cmd_runs_sync(args) -> int:
-    from ..spool import sync_run_dir
+    from ..tracking.spool import sync_run_dir
 
     res = sync_run_dir(args.run_dir, uri=args.tracking_uri)
     if args.json:

@@ -20,7 +20,7 @@ LAUNCHER_FLAGS = {"launcher": "name", "workers": "workers", "threads": "threads"
 
 def _launcher(args, spec: dict[str, Any]):
     from ..errors import LauncherError
-    from ..sweep import launch_options, launcher_config
+    from ..experiments.sweep import launch_options, launcher_config
 
     lc = launcher_config(spec, args.spec)
     given = {f: getattr(args, a) for a, f in LAUNCHER_FLAGS.items() if getattr(args, a) is not None}
@@ -48,7 +48,7 @@ def _table(title: str, rows: list[dict[str, Any]]) -> None:
 
 def _runnable(runs, inputs: list[dict[str, Any]]) -> list[bool]:
     """Per run: are both its dataset and its weights present? (matched by the names
-    :func:`rftbench.inputs_check.check_inputs` gives its rows: ``data.name``, and ``model.name``
+    :func:`rftbench.experiments.inputs_check.check_inputs` gives its rows: ``data.name``, and ``model.name``
     followed by ``model.weights`` when set)."""
     ok = {(i["kind"], i["name"]): i["ok"] for i in inputs}
     return [ok.get(("dataset", r.config.data.name), False)
@@ -59,7 +59,7 @@ def _runnable(runs, inputs: list[dict[str, Any]]) -> list[bool]:
 def _list(args, runs) -> int:
     """The runs and their inputs' check; exit 1 when not one listed run could start here (every
     one lacks its dataset or its weights), 0 when at least one can."""
-    from ..inputs_check import check_inputs
+    from ..experiments.inputs_check import check_inputs
 
     inputs = check_inputs([r.config for r in runs])
     runnable = _runnable(runs, inputs)
@@ -85,8 +85,8 @@ def _list(args, runs) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from ..gridrun import PointOptions
-    from ..sweep import expand_grid, load_grid_spec, plan_grid, run_sweep, select_runs, sweep_summary, write_configs
+    from ..experiments.gridrun import PointOptions
+    from ..experiments.sweep import expand_grid, load_grid_spec, plan_grid, run_sweep, select_runs, sweep_summary, write_configs
 
     spec = load_grid_spec(args.spec)
     runs = select_runs(expand_grid(spec, args.spec, args.set), args.only, args.shard)

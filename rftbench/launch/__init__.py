@@ -16,7 +16,7 @@ error that stopped it (an exception, a killed worker). One failing call never st
 ``rftbench train --nproc N`` is not a launcher in this sense: it runs one run on N processes
 through torchrun's own launcher (:mod:`.torchrun`).
 
-``rftbench sweep --launcher`` uses them for grid points (:mod:`rftbench.gridrun`); ``rftbench
+``rftbench sweep --launcher`` uses them for grid points (:mod:`rftbench.experiments.gridrun`); ``rftbench
 tune --workers N`` starts its Optuna workers through ``local``, and any launcher takes them the
 same way: ``launch(run_tune_worker, [(config, options, i) for i in range(n)],
 LaunchOptions(launcher="ray"))``.

@@ -91,7 +91,7 @@ def call_and_tag(fn: Callable, args: tuple, options: LaunchOptions) -> Any:
     if run_id:
         import ray
 
-        from ..tracking import client_for
+        from ..tracking.store import client_for
 
         client_for().set_tag(run_id, "rftbench.ray.node_ip", ray.util.get_node_ip_address())
     return value

@@ -123,7 +123,7 @@ def _tag_slurm_run(value: Any, options: LaunchOptions) -> None:
     run_id = getattr(value, "run_id", None)
     if not run_id or not os.environ.get("SLURM_JOB_ID"):
         return
-    from ..tracking import client_for
+    from ..tracking.store import client_for
 
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if job else os.environ["SLURM_JOB_ID"]

@@ -71,7 +71,7 @@ def describe_failures(failures: Mapping[int, Any]) -> str:
 def end_unended_run(id_file: Path, reason: str) -> None:
     """End the run named in ``id_file`` if it is still RUNNING (rank 0 could not end it): FAILED
     with the errors ranks recorded beside ``id_file`` or in the run's directory (its
-    ``rftbench.run_dir`` tag), else KILLED (:func:`rftbench.recovery.end_unfinished`). Nothing to
+    ``rftbench.run_dir`` tag), else KILLED (:func:`rftbench.tracking.recovery.end_unfinished`). Nothing to
     do when rank 0 never created the run; a spooled (offline) run is left to ``rftbench runs
     sync``. A tracking store that fails here is reported, not raised."""
     if not id_file.is_file():
@@ -81,8 +81,8 @@ def end_unended_run(id_file: Path, reason: str) -> None:
         print(f"rftbench: run {run_id} was spooled offline and not ended; send it with `rftbench runs sync "
               f"RUN_DIR`, then `rftbench runs mark-stale`.", file=sys.stderr)
         return
-    from ..recovery import end_unfinished, run_dir_of
-    from ..tracking import client_for
+    from ..tracking.recovery import end_unfinished, run_dir_of
+    from ..tracking.store import client_for
 
     try:
         run = client_for().get_run(run_id)

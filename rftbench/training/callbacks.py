@@ -83,17 +83,17 @@ class Callback:
 
 
 class MlflowCallback(Callback):
-    """Metrics and liveness tags into one MLflow run (a :class:`rftbench.tracking.Tracker`).
+    """Metrics and liveness tags into one MLflow run (a :class:`rftbench.tracking.store.Tracker`).
 
     ``train_step/*`` window metrics at step = batches done, ``train/*`` and ``val/*`` epoch metrics
     at step = epoch; the process tags, the torch thread count (``rftbench.torch_threads``, with
-    ``rftbench.torch_threads_why``) and a heartbeat (:mod:`rftbench.recovery`) at the start, on
+    ``rftbench.torch_threads_why``) and a heartbeat (:mod:`rftbench.tracking.recovery`) at the start, on
     every logging step and epoch end; ``rftbench.resumed_from`` on a resumed run. The per-step
     calls are marked ``per_step`` (what a full tracking spool drops first).
     """
 
     def __init__(self, tracker: Any):
-        from ..recovery import heartbeat_tags, process_tags
+        from ..tracking.recovery import heartbeat_tags, process_tags
 
         self.tracker, self._heartbeat, self._process_tags = tracker, heartbeat_tags, process_tags
 

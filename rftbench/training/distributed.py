@@ -30,10 +30,10 @@ run); if rank 0 itself dies, or is stopped before it could end the run, the run 
 and ``rftbench train --nproc N``'s launching process (it learns the run id from the file named
 by ``RFTBENCH_RUN_ID_FILE``, see :func:`announce_run` and :mod:`rftbench.launch.torchrun`) or,
 under a bare ``torchrun``, ``rftbench runs mark-stale`` reads the records first too
-(:func:`rftbench.recovery.end_unfinished`). Only when no rank recorded an error (they died
+(:func:`rftbench.tracking.recovery.end_unfinished`). Only when no rank recorded an error (they died
 without a word) does the run end KILLED (resumable). The next ``rftbench sweep`` resumes a run
 left RUNNING once its process is gone. A rank whose
-launcher is gone SIGKILLs itself (:func:`rftbench.recovery.exit_with_launcher`).
+launcher is gone SIGKILLs itself (:func:`rftbench.tracking.recovery.exit_with_launcher`).
 With one process nothing here runs: the single-process path is unchanged.
 """
 from __future__ import annotations
@@ -70,9 +70,9 @@ def _failure_folders(run_dir: str | Path | None) -> list[Path]:
 def record_failure(run_dir: str | Path | None, rank: int, exc: BaseException) -> None:
     """Rank ``rank`` failed with ``exc``: say so (``rank<R>.failed``) for the ranks that outlive it
     and for whoever ends the run (written before the process exits, so before its peers'
-    collectives fail and before torchrun's SIGTERM; see :func:`rftbench.recovery.end_unfinished`)."""
+    collectives fail and before torchrun's SIGTERM; see :func:`rftbench.tracking.recovery.end_unfinished`)."""
     from ..atomic import atomic_write_text
-    from ..recovery import failure_file
+    from ..tracking.recovery import failure_file
 
     for folder in _failure_folders(run_dir):
         try:
@@ -85,7 +85,7 @@ def clear_failure(run_dir: str | Path | None, rank: int, world: int = 1) -> None
     """Forget rank ``rank``'s failure of an earlier attempt of this run (at the start of a resume);
     rank 0 also forgets those of ranks ``world`` and above (an attempt with more processes), so a
     record never outlives its attempt."""
-    from ..recovery import failure_file, rank_failures
+    from ..tracking.recovery import failure_file, rank_failures
 
     for folder in _failure_folders(run_dir):
         stale = [r for r in rank_failures(folder) if r >= world] if rank == 0 else []
@@ -95,7 +95,7 @@ def clear_failure(run_dir: str | Path | None, rank: int, world: int = 1) -> None
 
 def peer_failures(run_dir: str | Path | None, world: int) -> list[str]:
     """``"rank R: <error>"`` for every other rank that recorded a failure in ``run_dir``, earliest first."""
-    from ..recovery import rank_failures
+    from ..tracking.recovery import rank_failures
 
     me = current().rank
     return [f"rank {r}: {t}" for r, t in rank_failures(*_failure_folders(run_dir)).items() if r != me and r < world]
@@ -133,13 +133,13 @@ def init_distributed(device_name: str) -> DistInfo:
     info = env_world()
     if not info.active or dist.is_initialized():
         return current()
-    from ..setup import resolve_device
+    from ..task import resolve_device
 
     cuda = resolve_device(device_name).type == "cuda"
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend="nccl" if cuda else "gloo")
-    from ..recovery import process_tags
+    from ..tracking.recovery import process_tags
 
     _peers[:] = [{}] * dist.get_world_size()
     dist.all_gather_object(_peers, process_tags())
@@ -149,7 +149,7 @@ def init_distributed(device_name: str) -> DistInfo:
 def lost_peers() -> list[str]:
     """The other ranks of this job on this host whose process is gone (e.g. "rank 1 (pid 4242)");
     ranks on other hosts cannot be checked and are never listed."""
-    from ..recovery import HOST_TAG, PID_TAG, START_TAG, process_state
+    from ..tracking.recovery import HOST_TAG, PID_TAG, START_TAG, process_state
 
     me = current().rank
     return [f"rank {r} (pid {t[PID_TAG]})" for r, t in enumerate(_peers)

@@ -71,9 +71,9 @@ class Trainer:
     ``cfg.train`` / ``cfg.attack`` / ``cfg.schedule`` / ``cfg.threat`` say.
 
     ``task``: anything with ``model`` (a :class:`PixelModel` already on ``device``), ``splits``
-    and ``device`` (:class:`rftbench.setup.Task`). ``run_dir`` holds ``state.pt`` and the final
+    and ``device`` (:class:`rftbench.task.Task`). ``run_dir`` holds ``state.pt`` and the final
     ``model.safetensors`` (None: nothing is written). ``callbacks`` run in order (see
-    :mod:`rftbench.training.callbacks`). ``validate``: run :func:`rftbench.evaluate.quick_robustness`
+    :mod:`rftbench.training.callbacks`). ``validate``: run :func:`rftbench.evaluation.evaluate.quick_robustness`
     on the validation split (the test split if there is none) every ``train.val_every`` epochs
     and at the last one. ``distributed``: train with the torchrun job's other ranks (DDP) when
     this process is one of them; False: alone in this process (e.g. a one-off pretraining).
@@ -282,7 +282,7 @@ class Trainer:
     def validation_metrics(self) -> dict[str, float]:
         """``val/acc_clean``, ``val/acc_pgd``, ``val/expected_robustness`` on a fixed validation
         subset, under a forked RNG: validating (or not) never changes the training run."""
-        from ..evaluate import quick_robustness
+        from ..evaluation.evaluate import quick_robustness
 
         val_ds = self.splits.val if len(self.splits.val) else self.splits.test
         with torch.random.fork_rng(devices=_rng_devices(self.device), device_type=self.device.type):
@@ -445,8 +445,8 @@ def train(cfg: ExperimentConfig, *, run_dir: str | Path, task: Any = None, track
           callbacks: Iterable[Callback] = (), progress: Optional[TrainProgress] = None) -> TrainResult:
     """Robustly fine-tune ``cfg.model`` on ``cfg.data`` with ``cfg.schedule``; log to ``tracker``.
 
-    ``task``: the :class:`rftbench.setup.Task` (model on its device, splits) to train; built
-    with :func:`rftbench.setup.build_task` when None. ``run_dir`` holds ``state.pt`` (the
+    ``task``: the :class:`rftbench.task.Task` (model on its device, splits) to train; built
+    with :func:`rftbench.task.build_task` when None. ``run_dir`` holds ``state.pt`` (the
     resumable state) and ``model.safetensors``; with ``resume`` training continues from
     ``state.pt`` when there is one (else from scratch). ``callbacks`` run after the default ones
     (:func:`default_callbacks`), e.g. :class:`~rftbench.training.callbacks.OptunaPruning`;
@@ -461,7 +461,7 @@ def train(cfg: ExperimentConfig, *, run_dir: str | Path, task: Any = None, track
 
 
 def _build_task(cfg: ExperimentConfig) -> Any:
-    from ..setup import build_task, resolve_device
+    from ..task import build_task, resolve_device
 
     amp_setup(cfg.train.precision, resolve_device(cfg.train.device))  # fail before any weights are read
     return build_task(cfg)

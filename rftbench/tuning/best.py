@@ -46,7 +46,7 @@ def retrain_best(study_name: str, storage: str, *, tracking_uri: str | None = No
     """Retrain and test the best trial, or every trial of the Pareto front of a multi-objective
     study (``pareto``); ``overrides`` (dotted keys) adjust the final runs (e.g. AutoAttack samples)."""
     from ..config import set_dotted
-    from ..experiment import run_experiment
+    from ..experiments.experiment import run_experiment
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     if not any(t.state == TrialState.COMPLETE for t in study.trials):

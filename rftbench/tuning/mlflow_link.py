@@ -29,7 +29,7 @@ from typing import Any
 
 import optuna
 
-from ..tracking import client_for, default_tracking_uri, get_or_create_experiment
+from ..tracking.store import client_for, default_tracking_uri, get_or_create_experiment
 
 ATTR_PARENT = "mlflow_parent_run_id"
 PARENT_WAIT_S = 60.0  # how long a worker waits for the study's creator to record the parent run
@@ -52,7 +52,7 @@ def create_parent(study: optuna.Study, cfg, storage_url: str, options, space) ->
     tags = {"rftbench.kind": "study", "optuna.study": study.study_name, "rftbench.split": "val",
             "optuna.storage": where, "mlflow.runName": f"tune:{study.study_name}"}
     run_id = client.create_run(exp_id, run_name=f"tune:{study.study_name}", tags=tags).info.run_id
-    from ..tracking import Tracker
+    from ..tracking.store import Tracker
 
     Tracker(client, run_id).log_params({
         "search_space": json.dumps(_flat_space(space)), "study": study.study_name, "storage": where,

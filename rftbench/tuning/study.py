@@ -19,7 +19,7 @@ import optuna
 
 from ..config import ExperimentConfig, load_config, parse_config
 from ..errors import TuneError
-from ..validation import validate_names
+from ..experiments.validation import validate_names
 from .objectives import StudyObjective, parse_objectives
 from .samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler, trial_seed
 from .space import SearchSpace, build_space

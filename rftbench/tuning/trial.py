@@ -83,7 +83,7 @@ def trial_config(prep: Any, trial: optuna.Trial):
 
 
 def make_objective(prep: Any, mine: list[int]) -> Callable[[optuna.Trial], Any]:
-    from ..experiment import run_experiment
+    from ..experiments.experiment import run_experiment
 
     single = len(prep.objectives) == 1
     monitor = prep.objectives[0].metric if single else None

@@ -58,8 +58,8 @@ def test_bad_settings_fail_with_what_to_do():
 
 def test_a_worst_case_sweep_from_the_config():
     from conftest import tiny_config
-    from rftbench.evaluate import sweep_settings
-    from rftbench.validation import validate_names
+    from rftbench.evaluation.evaluate import sweep_settings
+    from rftbench.experiments.validation import validate_names
 
     cfg = tiny_config(eval__sweep_attack=["apgd-ce", "apgd-dlr"])
     s = sweep_settings(cfg)

@@ -25,7 +25,7 @@ def _lines(text: str) -> dict[str, str]:
 
 
 def test_train_prints_a_summary_whose_evaluate_command_works(tmp_path, capsys, workdir):
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(tiny_config(train__epochs=1, train__log_mlflow_model=False).model_dump()))

@@ -89,7 +89,7 @@ def test_l2_radius_may_exceed_one_and_the_grid_must_be_in_range():
 
 def test_validate_names_checks_every_registry_before_any_work():
     from rftbench.errors import UnknownNameError
-    from rftbench.validation import validate_names
+    from rftbench.experiments.validation import validate_names
 
     validate_names(parse_config({}))
     for section, key, bad in [("schedule", "name", "lineer"), ("train", "objective", "tradez"),

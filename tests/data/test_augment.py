@@ -13,7 +13,7 @@ from rftbench.data.augment import AUGMENTATIONS, AugmentContext, FloatAsUint8, b
 from rftbench.data.transforms import describe
 from rftbench.errors import ConfigError, UnknownNameError
 from rftbench.spec import DataSpec
-from rftbench.validation import validate_names
+from rftbench.experiments.validation import validate_names
 
 SPEC = DataSpec((3, 24, 24), (0.5,) * 3, (0.5,) * 3)
 DIGITS_SPEC = DataSpec((1, 16, 16), (0.5,), (0.5,))

@@ -7,10 +7,10 @@ import torch
 
 from eval_helpers import source_setup
 from rftbench.data import eval_subset_indices, indices_sha256
-from rftbench.evaluate import evaluate_model
-from rftbench.metrics import expected_robustness
+from rftbench.evaluation.evaluate import evaluate_model
+from rftbench.evaluation.metrics import expected_robustness
 from rftbench.models import weights_sha256
-from rftbench.records import EvaluationRecord, RecordError
+from rftbench.evaluation.records import EvaluationRecord, RecordError
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +98,8 @@ def test_torchattacks_second_opinion_is_recorded(embedded_cache):
 
 
 def test_evaluate_config_logs_record_and_metrics_to_mlflow(workdir):
-    from rftbench.experiment import evaluate_config
-    from rftbench.tracking import client_for
+    from rftbench.experiments.experiment import evaluate_config
+    from rftbench.tracking.store import client_for
 
     cfg, _, _ = source_setup(eval__n_samples=16, eval__num_points=2, eval__checks__probe_samples=4)
     rec, run_id = evaluate_config(cfg, out=workdir / "rec.json")

@@ -11,8 +11,8 @@ import yaml
 from eval_helpers import source_setup
 from rftbench.cli import main
 from rftbench.errors import RecordError
-from rftbench.evalstate import EvaluationInterrupted
-from rftbench.evaluate import evaluate_model
+from rftbench.evaluation.state import EvaluationInterrupted
+from rftbench.evaluation.evaluate import evaluate_model
 
 KW = dict(device="cpu", dataset_name="digits", split="test")
 
@@ -71,9 +71,9 @@ def test_a_state_of_another_evaluation_is_refused(setup, tmp_path):
 
 
 def test_cli_interrupt_exits_130_run_killed_and_resume_completes(setup, workdir, capsys, monkeypatch):
-    import rftbench.experiment as experiment
-    from rftbench.records import EvaluationRecord
-    from rftbench.tracking import client_for
+    import rftbench.experiments.experiment as experiment
+    from rftbench.evaluation.records import EvaluationRecord
+    from rftbench.tracking.store import client_for
 
     cfg, model, test = setup
     path = workdir / "c.yaml"

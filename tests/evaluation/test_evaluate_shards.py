@@ -9,8 +9,8 @@ from eval_helpers import source_setup
 from rftbench.cli import main
 from rftbench.config import parse_shard
 from rftbench.errors import ConfigError
-from rftbench.evaluate import evaluate_model, merge_records, shard_range
-from rftbench.records import RecordError
+from rftbench.evaluation.evaluate import evaluate_model, merge_records, shard_range
+from rftbench.evaluation.records import RecordError
 
 
 def _numbers(rec):
@@ -80,7 +80,7 @@ def test_shard_spec_and_ranges():
 
 
 def test_cli_shards_then_merge_equal_cli_unsharded(workdir, capsys):
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     cfg, _, _ = source_setup(eval__n_samples=32, threat__eps=0.1, eval__num_points=2,
                              eval__checks__probe_samples=8, eval__autoattack__enabled=True,
@@ -95,7 +95,7 @@ def test_cli_shards_then_merge_equal_cli_unsharded(workdir, capsys):
     assert main(["evaluate", "merge", "s1.json", "s0.json", "--out", "merged.json", "--experiment", "merged",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    from rftbench.records import EvaluationRecord
+    from rftbench.evaluation.records import EvaluationRecord
 
     merged, whole = EvaluationRecord.load("merged.json"), EvaluationRecord.load("whole.json")
     assert _numbers(merged) == _numbers(whole)

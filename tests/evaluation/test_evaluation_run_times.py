@@ -3,8 +3,8 @@ ended after the last, so MLflow's duration is the evaluation's; a shard run logs
 import time
 
 from eval_helpers import source_setup
-from rftbench.experiment import evaluate_config
-from rftbench.tracking import client_for
+from rftbench.experiments.experiment import evaluate_config
+from rftbench.tracking.store import client_for
 
 
 def _runs_now(experiment: str) -> list[tuple[str, str]]:

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from eval_helpers import LogitScaledModel, masked_models, source_setup
-from rftbench.checks import check_sweep_vs_autoattack
-from rftbench.evaluate import evaluate_model
-from rftbench.experiment import _record_tags
+from rftbench.evaluation.checks import check_sweep_vs_autoattack
+from rftbench.evaluation.evaluate import evaluate_model
+from rftbench.experiments.experiment import _record_tags
 
 
 @pytest.fixture(scope="module")

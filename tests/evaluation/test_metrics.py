@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from rftbench.errors import ConfigError
-from rftbench.metrics import expected_robustness
+from rftbench.evaluation.metrics import expected_robustness
 
 
 def test_uniform_er_of_linear_curve_is_its_mean():
@@ -36,7 +36,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 from scipy.integrate import quad  # noqa: E402
 
 from rftbench.errors import UnknownNameError  # noqa: E402
-from rftbench.metrics import EPS_DISTRIBUTIONS, DensityDistribution, er_name  # noqa: E402
+from rftbench.evaluation.metrics import EPS_DISTRIBUTIONS, DensityDistribution, er_name  # noqa: E402
 
 
 def _numeric_er(grid, acc, density, eps_max):

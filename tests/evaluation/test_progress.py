@@ -9,8 +9,8 @@ import pytest
 
 from eval_helpers import source_setup
 from rftbench import progress
-from rftbench.evalstate import EvaluationInterrupted
-from rftbench.evaluate import evaluate_model
+from rftbench.evaluation.state import EvaluationInterrupted
+from rftbench.evaluation.evaluate import evaluate_model
 
 KW = dict(device="cpu", dataset_name="digits", split="test")
 BS = 8

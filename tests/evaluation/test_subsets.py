@@ -7,7 +7,7 @@ import torch
 
 from eval_helpers import source_setup
 from rftbench.data import TensorImageDataset, class_counts, indices_sha256, stratified_subset_indices
-from rftbench.evaluate import evaluate_model
+from rftbench.evaluation.evaluate import evaluate_model
 
 
 def test_stratified_sample_and_every_prefix_is_balanced():

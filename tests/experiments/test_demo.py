@@ -1,6 +1,6 @@
 """The demo at toy size: one run per schedule, a leaderboard read back from MLflow, a figure."""
-from rftbench.demo import run_demo
-from rftbench.tracking import client_for
+from rftbench.experiments.demo import run_demo
+from rftbench.tracking.store import client_for
 
 
 def test_demo_runs_each_schedule_and_ranks_by_expected_robustness(workdir):

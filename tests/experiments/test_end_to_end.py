@@ -4,9 +4,9 @@ import json
 import pytest
 
 from conftest import tiny_config
-from rftbench.experiment import run_experiment
-from rftbench.leaderboard import build_leaderboard
-from rftbench.tracking import client_for
+from rftbench.experiments.experiment import run_experiment
+from rftbench.results.leaderboard import build_leaderboard
+from rftbench.tracking.store import client_for
 
 
 def test_run_logs_params_metrics_artifacts_and_leaderboard_reads_them(workdir):
@@ -41,7 +41,7 @@ def test_run_logs_params_metrics_artifacts_and_leaderboard_reads_them(workdir):
 
 
 def test_failed_run_is_marked_failed(workdir, monkeypatch):
-    import rftbench.experiment as ex
+    import rftbench.experiments.experiment as ex
 
     def boom(*a, **k):
         raise RuntimeError("simulated crash")

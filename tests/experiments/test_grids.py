@@ -12,7 +12,7 @@ from rftbench.cli import main
 from rftbench.config import load_config
 from rftbench.errors import ConfigError
 from rftbench.models.catalog import PAPER_BACKBONES
-from rftbench.sweep import expand_grid, load_grid_spec, run_grid, select_runs, write_configs
+from rftbench.experiments.sweep import expand_grid, load_grid_spec, run_grid, select_runs, write_configs
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "grids"
 
@@ -97,7 +97,7 @@ def test_cli_lists_a_selection_as_json(capsys, monkeypatch, tmp_path):
 
 
 def test_a_toy_grid_trains_on_registry_datasets_and_logs_to_mlflow(workdir, monkeypatch):
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     F.make_cifar(workdir / "data").apply(monkeypatch)
     F.make_imagefolder(workdir / "folder", per_class=6)

@@ -6,9 +6,9 @@ import tempfile
 import torch
 
 from conftest import tiny_config
-from rftbench.experiment import run_experiment
-from rftbench.mlflow_extras import MODEL_ARTIFACT
-from rftbench.tracking import client_for
+from rftbench.experiments.experiment import run_experiment
+from rftbench.tracking.conventions import MODEL_ARTIFACT
+from rftbench.tracking.store import client_for
 
 
 def test_the_model_is_a_logged_model_of_its_run_and_loads_from_the_runs_uri(workdir):

@@ -12,9 +12,9 @@ import pytest
 
 from rftbench.cli import main
 from rftbench.data.digits import write_imagefolder
-from rftbench.phenomenon import markdown_table, runs_frame, summarise
+from rftbench.results.phenomenon import markdown_table, runs_frame, summarise
 from rftbench.plots import plot_phenomenon
-from rftbench.sweep import expand_grid, load_grid_spec
+from rftbench.experiments.sweep import expand_grid, load_grid_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 GRIDS = ROOT / "benchmarks" / "grids"
@@ -56,7 +56,7 @@ def _figure_script():
 
 
 def test_two_runs_of_the_grid_end_to_end_then_figure_and_table(workdir, capsys):
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     only = ["--only", "none-eps0.2-seed0", "--only", "epsilon_scheduling-eps0.2-seed1"]
     assert main(["sweep", str(GRIDS / "digits_phenomenon.yaml"), *only, *TINY, "--json"]) == 0

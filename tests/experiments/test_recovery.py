@@ -6,8 +6,8 @@ import pytest
 
 from rftbench.cli import main
 from rftbench.errors import RftbenchError
-from rftbench.recovery import check_resumable, find_stale_runs, mark_stale_runs, process_tags
-from rftbench.tracking import client_for, get_or_create_experiment
+from rftbench.tracking.recovery import check_resumable, find_stale_runs, mark_stale_runs, process_tags
+from rftbench.tracking.store import client_for, get_or_create_experiment
 
 
 def _running_run(client, exp_id, name, tags):
@@ -53,7 +53,7 @@ def test_stale_runs_are_found_by_process_or_heartbeat_and_live_ones_are_kept(wor
 def test_mark_stale_ends_a_run_with_a_rank_failure_record_failed_with_its_error(workdir):
     """A DDP run left RUNNING (rank 0 gone) whose rank 1 recorded its error in the run directory:
     mark-stale ends it FAILED with that error (the earliest record first); without a record, KILLED."""
-    from rftbench.recovery import rank_failures
+    from rftbench.tracking.recovery import rank_failures
 
     client = client_for()
     exp_id = get_or_create_experiment(client, "recovery-ddp")

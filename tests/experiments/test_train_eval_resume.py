@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from rftbench.evalstate import EvaluationInterrupted
-from rftbench.evaluate import evaluate_model
-from rftbench.experiment import run_experiment
-from rftbench.tracking import client_for
+from rftbench.evaluation.state import EvaluationInterrupted
+from rftbench.evaluation.evaluate import evaluate_model
+from rftbench.experiments.experiment import run_experiment
+from rftbench.tracking.store import client_for
 from rftbench.training import Callback
 
 
 def test_killed_final_evaluation_resumes_without_training_again(workdir, monkeypatch):
-    import rftbench.experiment as experiment
+    import rftbench.experiments.experiment as experiment
 
     cfg = tiny_config(train__epochs=1, eval__n_samples=24, data__eval_batch_size=8, eval__checks__probe_samples=8)
     plain = experiment.evaluate_model
@@ -47,7 +47,7 @@ def test_killed_final_evaluation_resumes_without_training_again(workdir, monkeyp
     assert res.train.info["resumed_from"] == {"epoch": 1, "batch": 0}  # nothing left to train
     assert seen == [2, 3]  # the evaluation continued after its saved block
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
-    from rftbench.setup import build_task
+    from rftbench.task import build_task
 
     whole = evaluate_model(res.train.model, build_task(cfg).splits.test, cfg, device="cpu", dataset_name="digits",
                            split="test")
@@ -96,7 +96,7 @@ def test_resume_of_a_run_dir_run_whose_tag_was_lost_refuses_then_resumes_with_ru
 
 
 def test_a_run_dir_is_in_the_store_from_the_runs_creation(workdir, monkeypatch):
-    import rftbench.experiment as experiment
+    import rftbench.experiments.experiment as experiment
 
     def killed(*a, **k):
         raise KeyboardInterrupt

@@ -26,7 +26,7 @@ def write_grid(path: Path, n: int = 6, modes: dict[int, int] | None = None) -> P
 
 def runs_by_name(experiment: str = "scale") -> dict[str, list]:
     """Every (not deleted) MLflow run of the experiment, by run name."""
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     client = client_for()
     exp = client.get_experiment_by_name(experiment)

@@ -14,7 +14,7 @@ from conftest import tiny_config
 from grid_helpers import runs_by_name, write_grid
 
 from rftbench.cli import main
-from rftbench.gridrun import CLAIM_PREFIX, PointOptions, decide, live_claims, run_identity
+from rftbench.experiments.gridrun import CLAIM_PREFIX, PointOptions, decide, live_claims, run_identity
 
 
 def fake_run(status: str, tags: dict, run_id: str = "x") -> SimpleNamespace:

@@ -3,7 +3,7 @@ is ended KILLED (how each rank ended, how to resume); a run rank 0 did end is le
 from types import SimpleNamespace
 
 from rftbench.launch.torchrun import describe_failures, end_unended_run
-from rftbench.tracking import client_for, get_or_create_experiment
+from rftbench.tracking.store import client_for, get_or_create_experiment
 
 
 def failure(exitcode, timestamp):

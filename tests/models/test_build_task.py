@@ -17,7 +17,7 @@ from conftest import tiny_config
 from rftbench.data import DATASETS, Splits, TensorImageDataset, build_splits
 from rftbench.errors import CheckpointError, ConfigError, UnknownNameError
 from rftbench.models import MODEL_FAMILIES, SPEC_READERS, create_model, data_spec, save_checkpoint, weights_sha256
-from rftbench.setup import Task, build_model, build_task, resolve_device, seed_everything
+from rftbench.task import Task, build_model, build_task, resolve_device, seed_everything
 from rftbench.spec import DataSpec
 
 AA_EXAMPLES = Path(importlib.util.find_spec("pyautoattack").origin).parent / "examples"

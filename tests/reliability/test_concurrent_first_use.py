@@ -9,7 +9,7 @@ import pytest
 SCRIPT = """
 import sys, time
 t0 = float(sys.argv[2])
-from rftbench.tracking import client_for, start_run
+from rftbench.tracking.store import client_for, start_run
 while time.time() < t0:
     pass
 with start_run("concurrent", f"run{sys.argv[1]}") as tracker:

@@ -12,7 +12,7 @@ from rftbench.errors import CheckpointError, ConfigError
 
 @pytest.fixture(scope="module")
 def trainer_and_state(tmp_path_factory, embedded_cache):
-    from rftbench.setup import build_task
+    from rftbench.task import build_task
     from rftbench.training.trainer import Trainer
 
     cfg = tiny_config(train__epochs=1)

@@ -64,7 +64,7 @@ def test_training_state_and_model_saves_are_atomic_under_enospc(tmp_path, monkey
 
 
 def test_curve_png_and_evaluation_state_are_atomic_under_enospc(tmp_path, monkeypatch):
-    from rftbench.evalstate import read_state, write_state
+    from rftbench.evaluation.state import read_state, write_state
     from rftbench.plots import plot_robustness_curves
 
     png = plot_robustness_curves({"m": ([0.0, 0.1], [0.9, 0.5])}, tmp_path / "curve.png")
@@ -94,7 +94,7 @@ def small_tmpfs(tmp_path):
 @pytest.mark.slow
 def test_disk_full_on_a_real_tmpfs_fails_the_run_clearly_then_resumes(workdir, small_tmpfs, capsys):
     from rftbench.cli import main
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     cfg = tiny_config(train__epochs=2, output_dir=str(small_tmpfs / "runs"))
     (workdir / "c.yaml").write_text(yaml.safe_dump(cfg.model_dump()))

@@ -11,7 +11,7 @@ import pytest
 
 RANK = """
 import os, time
-from rftbench.recovery import exit_with_launcher
+from rftbench.tracking.recovery import exit_with_launcher
 assert exit_with_launcher(interval_s=0.1)
 print(os.getpid(), flush=True)
 time.sleep(600)
@@ -52,7 +52,7 @@ def test_a_rank_dies_with_its_killed_launcher():
 
 
 def test_outside_torchrun_nothing_is_watched(monkeypatch):
-    from rftbench.recovery import exit_with_launcher
+    from rftbench.tracking.recovery import exit_with_launcher
 
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     assert exit_with_launcher() is False

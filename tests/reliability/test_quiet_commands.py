@@ -19,7 +19,7 @@ def _write(workdir, cfg, name="c.yaml"):
 
 
 def _runs(experiment="tests"):
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     client = client_for()
     exp = client.get_experiment_by_name(experiment)
@@ -68,7 +68,7 @@ def _interrupted_run(workdir):
         if epoch == 0:
             raise TrainingInterrupted("stop after epoch 1")
 
-    from rftbench import experiment
+    from rftbench.experiments import experiment
 
     real = experiment.run_experiment
     experiment.run_experiment = lambda cfg, **kw: real(cfg, callbacks=[PerEpochCallback(stop)], **kw)
@@ -95,7 +95,7 @@ def test_resume_by_run_id_alone_uses_the_runs_config_and_overrides(workdir, caps
 
 
 def _history(run_id, key):
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     return client_for().get_metric_history(run_id, key)
 
@@ -121,7 +121,7 @@ def test_resuming_a_finished_run_says_so_and_does_nothing(workdir, capsys):
 
 
 def test_bad_storage_output_dir_and_device_are_refused_before_any_run(workdir, monkeypatch):
-    from rftbench.experiment import run_experiment
+    from rftbench.experiments.experiment import run_experiment
 
     with pytest.raises(TrackingError, match="scheme 'htp'"):
         run_experiment(tiny_config(), tracking_uri="htp://localhost:5000")

@@ -33,7 +33,7 @@ def _metrics(client, run_id):
 def test_server_killed_and_restarted_mid_run_loses_nothing(workdir, server, capfd):
     from mlflow.tracking import MlflowClient
 
-    from rftbench.experiment import run_experiment
+    from rftbench.experiments.experiment import run_experiment
 
     cfg = tiny_config(train__epochs=4, train__log_every=1, tracking__sync_wait_s=180)
     quiet = run_experiment(cfg.model_copy(update={"name": "undisturbed"}), tracking_uri=server.uri, evaluate=False)
@@ -62,7 +62,7 @@ def test_server_killed_and_restarted_mid_run_loses_nothing(workdir, server, capf
 
 KILLED_EARLY = """
 import sys, time
-from rftbench.spool import start_spooled_run
+from rftbench.tracking.spool import start_spooled_run
 with start_spooled_run("early", "loading") as tracker:
     print(tracker.run_id, flush=True)
     time.sleep(600)  # model/data loading that never ends
@@ -71,8 +71,8 @@ with start_spooled_run("early", "loading") as tracker:
 
 @pytest.mark.slow
 def test_run_killed_before_training_is_found_by_mark_stale(workdir):
-    from rftbench.recovery import mark_stale_runs
-    from rftbench.tracking import client_for
+    from rftbench.tracking.recovery import mark_stale_runs
+    from rftbench.tracking.store import client_for
 
     script = workdir / "early.py"
     script.write_text(KILLED_EARLY)

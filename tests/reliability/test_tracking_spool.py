@@ -18,8 +18,8 @@ def _history(client, run_id, key):
 
 
 def test_failing_store_loses_no_metric_and_flushes_later(workdir, monkeypatch):
-    from rftbench.spool import SPOOL_NAME, start_spooled_run
-    from rftbench.tracking import client_for
+    from rftbench.tracking.spool import SPOOL_NAME, start_spooled_run
+    from rftbench.tracking.store import client_for
 
     calls = {"n": 0}
     with start_spooled_run("spool", "flaky", sync_wait_s=20) as tracker:
@@ -53,8 +53,8 @@ def test_run_is_tagged_with_its_process_at_creation(workdir):
     import os
     import socket as sk
 
-    from rftbench.spool import start_spooled_run
-    from rftbench.tracking import client_for
+    from rftbench.tracking.spool import start_spooled_run
+    from rftbench.tracking.store import client_for
 
     with start_spooled_run("spool", "tagged") as tracker:
         tags = client_for().get_run(tracker.run_id).data.tags  # before anything was logged
@@ -64,7 +64,7 @@ def test_run_is_tagged_with_its_process_at_creation(workdir):
 
 
 def test_store_down_at_start_is_a_clear_error_within_seconds(workdir, monkeypatch):
-    from rftbench.experiment import run_experiment
+    from rftbench.experiments.experiment import run_experiment
 
     uri = f"http://127.0.0.1:{_free_port()}"
     t0 = time.perf_counter()
@@ -76,8 +76,8 @@ def test_store_down_at_start_is_a_clear_error_within_seconds(workdir, monkeypatc
 
 def test_offline_run_is_spooled_then_synced(workdir, capsys):
     from rftbench.cli import main
-    from rftbench.experiment import run_experiment
-    from rftbench.tracking import client_for
+    from rftbench.experiments.experiment import run_experiment
+    from rftbench.tracking.store import client_for
 
     uri = f"http://127.0.0.1:{_free_port()}"
     cfg = tiny_config(train__epochs=1, train__log_every=2, tracking__offline_ok=True, tracking__sync_wait_s=0)
@@ -125,8 +125,8 @@ def test_offline_run_reaches_a_store_that_comes_back(workdir, tmp_path, capfd):
     inputs included -- to a run it creates there."""
     from mlflow.tracking import MlflowClient
 
-    from rftbench.experiment import run_experiment
-    from rftbench.spool import Spool
+    from rftbench.experiments.experiment import run_experiment
+    from rftbench.tracking.spool import Spool
     from rftbench.training.callbacks import PerEpochCallback
 
     server = Server(tmp_path / "server", _free_port())
@@ -158,7 +158,7 @@ def test_sync_of_a_directory_without_spool_is_clear(workdir, capsys):
 def _killed_spool(run_dir, client, run_id):
     """A spool as a SIGKILLed training process leaves it: steps 0-4 sent, 5-9 and the run_dir
     tag written but not sent, and a torn last line (the kill came in the middle of a write)."""
-    from rftbench.spool import Spool, flush_spool
+    from rftbench.tracking.spool import Spool, flush_spool
 
     spool = Spool(run_dir)
     run_dir.mkdir(parents=True)
@@ -175,8 +175,8 @@ def _killed_spool(run_dir, client, run_id):
 def test_resumed_run_continues_a_killed_spool_with_a_torn_last_line(workdir):
     """The known bug of issue 15: the resumed run's first entry was glued onto the torn line, so
     the flusher met a line that was not JSON and sent nothing more (rftbench.resumed_from lost)."""
-    from rftbench.spool import SPOOL_NAME, start_spooled_run
-    from rftbench.tracking import client_for, get_or_create_experiment
+    from rftbench.tracking.spool import SPOOL_NAME, start_spooled_run
+    from rftbench.tracking.store import client_for, get_or_create_experiment
 
     client = client_for()
     run_id = client.create_run(get_or_create_experiment(client, "spool"), run_name="killed").info.run_id
@@ -197,8 +197,8 @@ def test_resumed_run_continues_a_killed_spool_with_a_torn_last_line(workdir):
 
 
 def test_a_corrupt_line_is_skipped_not_a_wall(workdir):
-    from rftbench.spool import Spool, flush_spool
-    from rftbench.tracking import client_for, get_or_create_experiment
+    from rftbench.tracking.spool import Spool, flush_spool
+    from rftbench.tracking.store import client_for, get_or_create_experiment
 
     client = client_for()
     run_id = client.create_run(get_or_create_experiment(client, "spool")).info.run_id
@@ -214,7 +214,7 @@ def test_a_corrupt_line_is_skipped_not_a_wall(workdir):
 def test_compaction_cut_short_by_a_crash_resends_nothing_lost(tmp_path):
     """keep_tail rewrites the log to its unsent tail before the state says offset 0: a crash in
     between leaves an offset past the end, read as 0 -- the tail, all of it unsent, is sent."""
-    from rftbench.spool import Spool
+    from rftbench.tracking.spool import Spool
 
     spool = Spool(tmp_path)
     sent = Spool.encode([{"t": "tags", "items": {"k": "x" * 200}}])
@@ -235,8 +235,8 @@ def _wait_sent(tracker, timeout_s=60.0):
 
 
 def test_spool_stays_under_its_cap_while_the_store_keeps_up(workdir):
-    from rftbench.spool import SPOOL_NAME, start_spooled_run
-    from rftbench.tracking import client_for
+    from rftbench.tracking.spool import SPOOL_NAME, start_spooled_run
+    from rftbench.tracking.store import client_for
 
     cap, biggest = 64 << 10, 0
     with start_spooled_run("spool", "compacted", max_bytes=cap) as tracker:
@@ -255,8 +255,8 @@ def test_spool_stays_under_its_cap_while_the_store_keeps_up(workdir):
 def test_full_spool_drops_per_step_entries_first_and_says_so(workdir, monkeypatch, capsys):
     """With the store down and the spool at its cap, per-step metrics and heartbeats are dropped;
     epoch metrics, tags and params all arrive once the store is back, with the count dropped."""
-    from rftbench.spool import start_spooled_run
-    from rftbench.tracking import client_for
+    from rftbench.tracking.spool import start_spooled_run
+    from rftbench.tracking.store import client_for
 
     down = threading.Event()
     down.set()
@@ -299,9 +299,9 @@ def test_sweep_resumes_a_run_killed_before_its_run_dir_tag_was_sent(workdir):
     """A kill before the spool's first flush leaves the run without ``rftbench.run_dir`` in the
     store; its checkpoint is in the default ``output_dir/RUN_ID``, and the sweep resumes from it
     (it used to retrain such a run from scratch, without ``rftbench.resumed_from``)."""
-    from rftbench.gridrun import IDENTITY_TAG, PointOptions, run_identity, run_point
-    from rftbench.recovery import HOST_TAG, PID_TAG
-    from rftbench.tracking import client_for, get_or_create_experiment
+    from rftbench.experiments.gridrun import IDENTITY_TAG, PointOptions, run_identity, run_point
+    from rftbench.tracking.recovery import HOST_TAG, PID_TAG
+    from rftbench.tracking.store import client_for, get_or_create_experiment
     from rftbench.training import Callback, train
 
     class Killed(Callback):

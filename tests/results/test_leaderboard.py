@@ -13,11 +13,11 @@ import pytest
 
 from conftest import tiny_config
 from rftbench.errors import LeaderboardError
-from rftbench.experiment import log_evaluation_record, run_experiment
-from rftbench.leaderboard import build_leaderboard
-from rftbench.lb_export import render_to_text, to_format
-from rftbench.metrics import expected_robustness
-from rftbench.tracking import client_for
+from rftbench.experiments.experiment import log_evaluation_record, run_experiment
+from rftbench.results.leaderboard import build_leaderboard
+from rftbench.results.export import render_to_text, to_format
+from rftbench.evaluation.metrics import expected_robustness
+from rftbench.tracking.store import client_for
 
 SCHEDULES = {"constant": {}, "linear": {"warmup": 0.5}}
 

@@ -3,7 +3,7 @@ with the differing keys named, AutoAttack over other sample counts is never aver
 ``--where`` on training keys finds evaluations through their training run.
 
 The runs are written straight into the module's SQLite MLflow store, shaped as
-:mod:`rftbench.experiment` logs them: the params of a real resolved config (``cfg.flat()``), the
+:mod:`rftbench.experiments.experiment` logs them: the params of a real resolved config (``cfg.flat()``), the
 ``eval/*`` metrics, the leaderboard tags and the per-sample summary tag, whose flags the metrics
 are computed from (so the bootstrap and the means agree)."""
 import io
@@ -15,10 +15,10 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 
 from conftest import tiny_config
-from rftbench.leaderboard import build_leaderboard
-from rftbench.lb_export import render_to_text, to_format
-from rftbench.sample_summary import SampleSummary, encode, er_weights
-from rftbench.tracking import client_for, get_or_create_experiment
+from rftbench.results.leaderboard import build_leaderboard
+from rftbench.results.export import render_to_text, to_format
+from rftbench.evaluation.sample_summary import SampleSummary, encode, er_weights
+from rftbench.tracking.store import client_for, get_or_create_experiment
 
 GRID = [0.0, 0.1, 0.2]
 SUBSET = "ab" * 32

@@ -3,8 +3,8 @@ import pytest
 
 from eval_helpers import source_setup
 from rftbench.errors import LeaderboardError
-from rftbench.experiment import evaluate_config
-from rftbench.modelcard import certification_gaps, export_model_card
+from rftbench.experiments.experiment import evaluate_config
+from rftbench.results.modelcard import certification_gaps, export_model_card
 
 
 def test_refusal_names_the_autoattack_samples_that_were_missing(workdir):

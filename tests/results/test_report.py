@@ -13,11 +13,11 @@ import pytest
 
 from conftest import tiny_config
 from rftbench.errors import LeaderboardError
-from rftbench.experiment import run_experiment
-from rftbench.leaderboard import build_leaderboard
-from rftbench.lb_export import to_format
-from rftbench.modelcard import MODEL_INFO_FIELDS, export_model_card
-from rftbench.report import write_report
+from rftbench.experiments.experiment import run_experiment
+from rftbench.results.leaderboard import build_leaderboard
+from rftbench.results.export import to_format
+from rftbench.results.modelcard import MODEL_INFO_FIELDS, export_model_card
+from rftbench.results.report import write_report
 
 
 @pytest.fixture(scope="module")

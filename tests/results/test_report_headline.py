@@ -3,7 +3,7 @@ import matplotlib.colors as mcolors
 import pandas as pd
 
 from rftbench.plots import compute_figure, training_accuracy_figure
-from rftbench.report import headline_table, short_hashes
+from rftbench.results.report import headline_table, short_hashes
 
 
 def _row(schedule, **kw):

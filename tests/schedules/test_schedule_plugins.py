@@ -16,7 +16,7 @@ from rftbench.cli import main
 from rftbench.errors import DuplicateNameError, RftbenchError
 from rftbench.registry import load_plugin_file
 from rftbench.scheduling import SCHEDULES, create_schedule
-from rftbench.tracking import client_for
+from rftbench.tracking.store import client_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -161,7 +161,7 @@ def test_entry_point_discovered_lazily_in_a_fresh_process(tmp_path):
 
 
 def test_entry_point_schedule_trains(tmp_path, workdir, monkeypatch, restore_schedules):
-    from rftbench.experiment import run_experiment
+    from rftbench.experiments.experiment import run_experiment
 
     root = install_dist(tmp_path / "site", "rftbench-wave-train", {"wave_train": "rft_ep_wave_train:Wave"},
                         {"rft_ep_wave_train": TRIANGLE.format(decorator="", cls="Wave")})
@@ -231,7 +231,7 @@ def test_broken_entry_points_fail_with_where_and_why(target, source, message, tm
 # ---- tuning searches exactly the declared space ----------------------------------------
 
 def test_tune_searches_exactly_the_declared_space_of_a_file_plugin(tmp_path, workdir, restore_schedules):
-    from rftbench.tune import tune
+    from rftbench.tuning import tune
 
     f = plugin_file(tmp_path / "tune_triangle.py", "tune_triangle")
     cfg = tiny_plugin_config("tune_triangle", plugins=[str(f)])
@@ -273,7 +273,7 @@ def test_tune_searches_exactly_the_declared_space_of_a_file_plugin(tmp_path, wor
 
 def test_tune_refuses_a_schedule_without_parameters_or_with_fixed_ones(workdir):
     from rftbench.errors import ConfigError
-    from rftbench.tune import tune
+    from rftbench.tuning import tune
 
     with pytest.raises(ConfigError, match="'constant' declares no parameters.*cosine"):
         tune(tiny_config(schedule={"name": "constant"}), n_trials=1)

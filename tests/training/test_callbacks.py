@@ -9,7 +9,7 @@ import torch
 
 from conftest import tiny_config
 from rftbench.errors import ConfigError
-from rftbench.setup import build_task
+from rftbench.task import build_task
 from rftbench.training import (Callback, MlflowCallback, OptunaPruning, PerEpochCallback, Trainer, TrainingInterrupted,
                                TrainingState, TrainProgress, train)
 

@@ -44,7 +44,7 @@ def rftbench(*args, **kw):
 
 
 def history(run_id: str, key: str) -> list[tuple[int, float]]:
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     return sorted((m.step, m.value) for m in client_for().get_metric_history(run_id, key))
 
@@ -125,7 +125,7 @@ def jobs():
 def start_two_ranks(workdir: Path, jobs: list) -> tuple[subprocess.Popen, Path, str, dict[int, int]]:
     """``rftbench train --nproc 2`` of a 4-epoch run, once epoch 0's metrics are in MLflow and a
     checkpoint is written: (the launcher, the config, the run id, {rank: pid})."""
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     cfg = workdir / "ddp.yaml"
     cfg.write_text(yaml.safe_dump({**CONFIG, "train": {**CONFIG["train"], "epochs": 4, "checkpoint_every_steps": 3,
@@ -172,7 +172,7 @@ def test_a_rank_that_dies_ends_the_run_killed_and_it_resumes(workdir, embedded_c
     """SIGKILL one rank: torchrun stops the other, and the run ends KILLED whichever rank died
     (rank 0 ends it when rank 1 died; the launching process when rank 0 did); ``--resume``
     continues it from its checkpoint to FINISHED."""
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     job, cfg, run_id, ranks = start_two_ranks(workdir, jobs)
     assert sorted(ranks) == [0, 1]
@@ -191,7 +191,7 @@ def test_a_rank_that_dies_ends_the_run_killed_and_it_resumes(workdir, embedded_c
 
 @pytest.mark.slow
 def test_ddp_run_resumes_after_sigkill_with_another_rank_count(workdir, embedded_cache, jobs):
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     job, cfg, run_id, ranks = start_two_ranks(workdir, jobs)
     os.killpg(job.pid, signal.SIGKILL)  # the launcher; torchrun started the ranks in sessions of their own
@@ -236,7 +236,7 @@ def failing_config(workdir: Path, **train) -> Path:
 def test_a_rank_that_fails_alone_ends_the_run_failed_with_its_error(workdir, embedded_cache):
     """Rank 1 raises an error of its own (rank 0 is fine): the run ends FAILED, not KILLED, and
     its error tag carries rank 1's error."""
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     res = rftbench("train", failing_config(workdir), "--no-eval", "--nproc", 2)
     assert res.returncode != 0
@@ -251,7 +251,7 @@ def test_a_rank_that_fails_alone_ends_the_run_failed_every_time(workdir, embedde
     """Whether rank 0 reads rank 1's failure record before torchrun's SIGTERM reaches it, or the
     launching process ends the run, it ends FAILED with rank 1's error: 10 launches in a row
     (one epoch, no evaluation; each launch is mostly start-up)."""
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     cfg = failing_config(workdir, epochs=1)
     for i in range(10):

@@ -15,9 +15,9 @@ import yaml
 from conftest import tiny_config
 from rftbench.cli import main
 from rftbench.errors import CheckpointError
-from rftbench.experiment import run_experiment
-from rftbench.recovery import find_stale_runs, mark_stale_runs
-from rftbench.tracking import client_for
+from rftbench.experiments.experiment import run_experiment
+from rftbench.tracking.recovery import find_stale_runs, mark_stale_runs
+from rftbench.tracking.store import client_for
 from rftbench.training import TrainingState, train
 
 REPO = Path(__file__).resolve().parents[2]

@@ -68,7 +68,7 @@ def test_no_reuse_across_other_settings_or_past_the_eps0_prefix(workdir, tmp_pat
 
 
 def test_other_starting_weights_share_nothing(workdir, tmp_path):
-    from rftbench.setup import build_task
+    from rftbench.task import build_task
 
     shared = tmp_path / "shared"
     run(cfg(0.6, 0.9), tmp_path, "a", shared)
@@ -81,7 +81,7 @@ def test_other_starting_weights_share_nothing(workdir, tmp_path):
 
 
 def test_eps0_epochs_counts_whole_epochs_at_eps_zero(workdir, tmp_path):
-    from rftbench.setup import build_task
+    from rftbench.task import build_task
     from rftbench.training import Trainer
 
     c = cfg(0.55, 0.7)

@@ -43,7 +43,7 @@ def test_train_threads_is_set_as_asked_and_the_rule_never_raises_the_count(threa
 
 
 def test_train_threads_is_validated_and_stays_out_of_the_run_identity():
-    from rftbench.gridrun import run_identity
+    from rftbench.experiments.gridrun import run_identity
 
     assert tiny_config(train__threads=3).train.threads == 3
     assert "train.threads" not in tiny_config(train__threads=3).flat()
@@ -53,7 +53,7 @@ def test_train_threads_is_validated_and_stays_out_of_the_run_identity():
 
 
 def test_the_trainer_applies_train_threads(workdir, threads_back):
-    from rftbench.setup import build_task
+    from rftbench.task import build_task
     from rftbench.training import Trainer
 
     cfg = tiny_config(train__threads=2, train__progress="off")

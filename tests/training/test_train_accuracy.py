@@ -62,7 +62,7 @@ def test_train_accuracies_equal_a_count_by_hand_on_the_same_batches(workdir, tmp
     # weights move visibly from batch to batch; log_every 3 puts logging steps mid-epoch
     cfg = tiny_config(data__val_fraction=0.5, attack__steps=1, schedule__name="epsilon_scheduling",
                       schedule__params={}, train__lr=0.1, train__log_every=3, train__progress="off")
-    from rftbench.setup import build_task
+    from rftbench.task import build_task
 
     trainer = RecordingTrainer(cfg, build_task(cfg), validate=False,
                                callbacks=[ProgressCallback(PlainProgress(lines := io.StringIO()))])

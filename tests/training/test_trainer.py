@@ -13,8 +13,8 @@ from rftbench.cli import main
 from rftbench.errors import ConfigError
 from rftbench.objectives import PGDAT, create_objective
 from rftbench.scheduling import create_schedule
-from rftbench.setup import build_model
-from rftbench.tracking import client_for
+from rftbench.task import build_model
+from rftbench.tracking.store import client_for
 from rftbench.training import (BatchMeter, PlainProgress, RichProgress, TrainingState, TrainProgress, TrainStep,
                                make_lr_schedule, make_optimizer, make_progress, train)
 
@@ -213,7 +213,7 @@ def test_gradient_clipping_bounds_the_update():
 def test_a_batch_that_cannot_give_every_ddp_rank_a_sample_is_a_config_error(workdir, monkeypatch):
     """Before any process group is used: a global batch (or an epoch's last batch) smaller than
     the rank count would leave a rank an empty slice and a NaN loss."""
-    from rftbench.setup import build_task
+    from rftbench.task import build_task
     from rftbench.training import BatchPlan, Trainer
     from rftbench.training import distributed as ddp
 

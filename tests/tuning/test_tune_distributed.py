@@ -96,7 +96,7 @@ def test_four_workers_lose_and_duplicate_no_trial(tmp_path, postgres_url, mlflow
     PostgreSQL study and one MLflow server."""
     import optuna
 
-    from rftbench.tracking import client_for
+    from rftbench.tracking.store import client_for
 
     cfg = tiny_config(train__epochs=1, train__val_samples=16, attack__steps=1, eval__num_points=2,
                       eval__sweep_steps=1, experiment="distributed", schedule={"name": "epsilon_scheduling", "params": {}})
@@ -161,7 +161,7 @@ def test_workers_starting_at_once_create_one_parent_run(tmp_path, embedded_cache
     import optuna
     from mlflow.entities import ViewType
 
-    from rftbench.tracking import client_for, get_or_create_experiment
+    from rftbench.tracking.store import client_for, get_or_create_experiment
 
     n = 8
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -4,7 +4,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import tiny_config
-from rftbench.tracking import client_for
+from rftbench.tracking.store import client_for
 from rftbench.tuning import TuneOptions, tune
 
 

@@ -14,7 +14,7 @@ from conftest import tiny_config
 from rftbench.cli import main
 from rftbench.cli.tune import _print_best
 from rftbench.errors import TuneError
-from rftbench.tracking import client_for
+from rftbench.tracking.store import client_for
 from rftbench.tuning import TuneOptions, tune
 from rftbench.tuning.best import final_config
 

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from .errors import RftbenchError
-from .tracking import client_for
+from ..errors import RftbenchError
+from .store import client_for
 
 HOST_TAG, PID_TAG, START_TAG = "rftbench.host", "rftbench.pid", "rftbench.proc_start"
 HEARTBEAT_TAG = "rftbench.heartbeat"
@@ -240,7 +240,7 @@ def config_of_run(run_id: str, overrides: list[str] | tuple[str, ...] = (), *, u
     ``--set`` overrides), with ``overrides`` applied on top: for ``rftbench train --resume RUN_ID``."""
     import tempfile
 
-    from .config import load_config
+    from ..config import load_config
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     run = check_resumable(run_id, uri=uri)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
-from .atomic import atomic_write_bytes, atomic_write_text, disk_full_error, is_disk_full
-from .errors import RftbenchError, TrackingError
+from ..atomic import atomic_write_bytes, atomic_write_text, disk_full_error, is_disk_full
+from ..errors import RftbenchError, TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def _send(client: Any, state: dict[str, Any], kind: str, item: Any) -> None:
     skipped with a warning."""
     run_id = state.get("run_id")
     if kind == "create":
-        from .tracking import get_or_create_experiment
+        from .store import get_or_create_experiment
 
         exp_id = get_or_create_experiment(client, item["experiment"])
         run = client.create_run(exp_id, run_name=item["run_name"], tags=item["tags"])
@@ -253,7 +253,7 @@ def sync_run_dir(run_dir: str | Path, *, uri: Optional[str] = None) -> SyncResul
     """Upload what a run's spool still holds (``rftbench runs sync RUN_DIR``)."""
     from mlflow.tracking import MlflowClient
 
-    from .tracking import ensure_store
+    from .store import ensure_store
 
     spool = Spool(run_dir)
     state = spool.read_state()
@@ -273,7 +273,7 @@ def sync_run_dir(run_dir: str | Path, *, uri: Optional[str] = None) -> SyncResul
 
 
 class SpoolingTracker:
-    """The :class:`rftbench.tracking.Tracker` interface over a :class:`Spool`: every call is
+    """The :class:`rftbench.tracking.store.Tracker` interface over a :class:`Spool`: every call is
     appended to disk at once and sent by a background thread, so a slow or lost store never
     blocks training. Calls made before :meth:`attach` (the run directory is not known yet) wait
     in memory. ``run_id`` is the MLflow run id, or a local ``offline-...`` id until synced.
@@ -299,7 +299,7 @@ class SpoolingTracker:
 
     # --------------------------------------------------------------- the Tracker interface
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from .tracking import _param_str
+        from .store import _param_str
 
         self._put({"t": "params", "items": {k: _param_str(v) for k, v in params.items()}})
 
@@ -459,7 +459,7 @@ class SpoolingTracker:
 def check_store(uri: str, offline_ok: bool = False) -> bool:
     """Whether the store at ``uri`` answers (within seconds); if not, a :class:`TrackingError`
     unless ``offline_ok`` (then False). Called before any model or data is loaded."""
-    from .tracking import ensure_store
+    from .store import ensure_store
 
     fast_fail_http()
     try:
@@ -476,7 +476,7 @@ def _open_client(uri: str, offline_ok: bool) -> tuple[Any, bool]:
     """(client, online): the store checked with a short timeout, unless ``offline_ok``."""
     from mlflow.tracking import MlflowClient
 
-    from .tracking import ensure_store
+    from .store import ensure_store
 
     fast_fail_http()
     try:
@@ -498,7 +498,7 @@ def _create_or_reopen(client: Any, online: bool, experiment: str, run_name: str,
     from mlflow.entities import RunTag
 
     from .recovery import process_tags
-    from .tracking import get_or_create_experiment
+    from .store import get_or_create_experiment
 
     tags = {**tags, **{k: str(v) for k, v in process_tags().items()}}
     state: dict[str, Any] = {"uri": client.tracking_uri, "offset": 0, "run_id": run_id}
@@ -522,15 +522,15 @@ def start_spooled_run(experiment: str, run_name: str, *, tags: Mapping[str, Any]
                       uri: str | None = None, parent_run_id: str | None = None, run_id: str | None = None,
                       offline_ok: bool = False, sync_wait_s: float = 30.0,
                       max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[SpoolingTracker]:
-    """Like :func:`rftbench.tracking.start_run`, through a :class:`SpoolingTracker` (call its
+    """Like :func:`rftbench.tracking.store.start_run`, through a :class:`SpoolingTracker` (call its
     ``attach(run_dir)`` once the run directory is known). The run is tagged with host, pid and a
     heartbeat when created; it ends FINISHED, FAILED or KILLED -- in the spool, sent with the rest.
     ``max_bytes``: the spool's bound (see :class:`SpoolingTracker`)."""
-    from .tracking import default_tracking_uri
+    from .store import default_tracking_uri
 
     uri = uri or default_tracking_uri()
     client, online = _open_client(uri, offline_ok)
-    from .tracking import standard_tags
+    from .store import standard_tags
 
     all_tags = {**standard_tags(), "mlflow.runName": run_name, **{k: str(v) for k, v in (tags or {}).items()}}
     if parent_run_id:

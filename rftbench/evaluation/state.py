@@ -1,7 +1,7 @@
 """Interruptible, resumable evaluation: the per-block state file.
 
 An evaluation runs in blocks of whole batches and AutoAttack chunks (see
-:func:`rftbench.evaluate.shard_block`), so a block's per-sample results are those of an
+:func:`rftbench.evaluation.evaluate.shard_block`), so a block's per-sample results are those of an
 uninterrupted evaluation. After every block the finished blocks are written (atomically) to a
 JSON state file; SIGTERM / SIGINT ask the evaluation to stop at the next block boundary
 (:class:`rftbench.signals.StopRequest`; then :class:`EvaluationInterrupted`, a
@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
-from .errors import RecordError
+from ..atomic import atomic_write_text
+from ..errors import RecordError
 
 STATE_FORMAT = 1
 

@@ -17,7 +17,7 @@ A run is claimed before it is trained: the claimant writes a tag ``rftbench.clai
 (host, pid, process start, time) on the run (a new run is created with it), waits
 ``settle_s`` and reads every live claim on runs of that identity back; the oldest live claim
 wins and the others back off (a new loser deletes its run). A claim is live while its process
-lives (same host, :func:`rftbench.recovery.process_state`) or, on another host, while the
+lives (same host, :func:`rftbench.tracking.recovery.process_state`) or, on another host, while the
 claim or the run's heartbeat is younger than ``stale_after_s``. Claims are released on exit.
 So two sweeps of one grid at once never train a run twice, and a dead claimant's run is resumed.
 """
@@ -35,9 +35,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import ExperimentConfig, parse_config
-from .recovery import HEARTBEAT_TAG, PID_TAG, _proc_stat, _run_process, process_state, run_dir_of
-from .tracking import client_for, get_or_create_experiment
+from ..config import ExperimentConfig, parse_config
+from ..tracking.recovery import HEARTBEAT_TAG, PID_TAG, _proc_stat, _run_process, process_state, run_dir_of
+from ..tracking.store import client_for, get_or_create_experiment
 
 IDENTITY_TAG, CODE_TAG, CLAIM_PREFIX = "rftbench.run_identity", "rftbench.code_version", "rftbench.claim."
 RECORD_TAG = "rftbench.er_name"  # set once an evaluation record was logged
@@ -55,7 +55,7 @@ def run_identity(cfg: ExperimentConfig) -> str:
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """``rftbench <version>`` plus the git commit of the source tree when there is one."""
-    from . import __version__
+    from .. import __version__
 
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent, timeout=5,
@@ -207,7 +207,7 @@ def _has_checkpoint(cfg: ExperimentConfig, run) -> bool:
     """Whether ``run`` left a resumable state: in its recorded directory, or in the default one
     when it was killed before its ``rftbench.run_dir`` tag reached the store."""
     from .experiment import run_dir_for
-    from .training.state import STATE_FILE
+    from ..training.state import STATE_FILE
 
     return (run_dir_for(cfg, run.info.run_id, run_dir_of(run)) / STATE_FILE).is_file()
 

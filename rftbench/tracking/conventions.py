@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .sample_summary import summary_tag
+from ..evaluation.sample_summary import summary_tag
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .config import ExperimentConfig, parse_config
+from ..config import ExperimentConfig, parse_config
 from .experiment import ExperimentResult, run_experiment
-from .lb_export import render
-from .leaderboard import Leaderboard, build_leaderboard
-from .plots import plot_robustness_curves
+from ..results.export import render
+from ..results.leaderboard import Leaderboard, build_leaderboard
+from ..plots import plot_robustness_curves
 
 DEMO_SCHEDULES: dict[str, dict[str, float]] = {
     "none": {},
@@ -94,13 +94,13 @@ def run_demo(*, workdir: str | Path = ".", epochs: int = 20, aa_samples: int = 1
 def _leaderboard_and_report(experiment: str, results: dict[str, ExperimentResult], tracking_uri: str | None,
                             workdir: Path) -> tuple[Leaderboard, Path]:
     """The leaderboard of this demo's runs (the experiment may hold older ones) and its report.html."""
-    from .report import write_report
+    from ..results.report import write_report
 
     ids = "|".join(r.run_id for r in results.values())
     lb = build_leaderboard(experiment, uri=tracking_uri)
     keep = lb.runs["run_id"].isin(ids.split("|"))
     if not keep.all():
-        from .lb_stats import aggregate
+        from ..results.stats import aggregate
 
         runs = lb.runs[keep].reset_index(drop=True)
         lb = Leaderboard(aggregate(runs, lb.group_keys, lb.samples), runs, lb.group_keys, lb.samples,

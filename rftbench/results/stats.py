@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import LeaderboardError
-from .sample_summary import SampleSummary
+from ..errors import LeaderboardError
+from ..evaluation.sample_summary import SampleSummary
 
 STATS = ("clean", "pgd", "aa", "er")
 ROUND = 4
@@ -134,7 +134,7 @@ class CICache:
 
 
 def default_ci_cache() -> CICache:
-    from .paths import cache_dir
+    from ..paths import cache_dir
 
     return CICache(cache_dir() / "leaderboard" / "bootstrap_ci.sqlite")
 

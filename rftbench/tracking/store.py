@@ -23,8 +23,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 import logging  # noqa: E402
 
-from .errors import TrackingError  # noqa: E402
-from .paths import file_lock  # noqa: E402
+from ..errors import TrackingError  # noqa: E402
+from ..paths import file_lock  # noqa: E402
 
 DEFAULT_DB = "mlflow.db"
 # MLflow announces table creation and migrations at INFO on every new store

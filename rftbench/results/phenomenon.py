@@ -10,7 +10,7 @@ from typing import Optional
 
 import pandas as pd
 
-from .errors import TrackingError
+from ..errors import TrackingError
 
 # column of runs_frame -> (MLflow search_runs column, header in the table)
 METRICS = {
@@ -33,7 +33,7 @@ def runs_frame(experiment: str, tracking_uri: Optional[str] = None) -> pd.DataFr
     ``schedule.name``), ``eps`` (``threat.eps``), ``seed`` and the :data:`METRICS` columns."""
     import mlflow
 
-    from .tracking import default_tracking_uri
+    from ..tracking.store import default_tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
     raw = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'")

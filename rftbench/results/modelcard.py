@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import LeaderboardError
-from .tracking import client_for
+from ..errors import LeaderboardError
+from ..tracking.store import client_for
 
 MODEL_INFO_FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
                      "architecture", "eps", "clean_acc", "reported", "corruptions_acc", "corruptions_acc_3d",
@@ -39,7 +39,7 @@ def _weights_run(client, run) -> Any:
 
 def certification_gaps(record: dict[str, Any]) -> list[str]:
     """What keeps an evaluation record from being certified, each with what to do, read from the
-    record itself (the conditions of :func:`rftbench.records.summarize`)."""
+    record itself (the conditions of :func:`rftbench.evaluation.records.summarize`)."""
     aa, sub, tm = record.get("autoattack"), record["subset"], record["threat_model"]
     gaps = []
     if record["split"] != "test":

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .lb_export import FLOAT
-from .plots import compute_figure, plt, schedule_colours, training_accuracy_figure
-from .tracking import client_for
+from .export import FLOAT
+from ..plots import compute_figure, plt, schedule_colours, training_accuracy_figure
+from ..tracking.store import client_for
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;box-sizing:border-box}
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
@@ -250,7 +250,7 @@ def _group_section(lb: Any, key: tuple, sub: pd.DataFrame, client, records: dict
 
 
 def write_report(lb: Any, out: str | Path) -> Path:
-    """Write the report of leaderboard ``lb`` (:func:`rftbench.leaderboard.build_leaderboard`) to ``out``."""
+    """Write the report of leaderboard ``lb`` (:func:`rftbench.results.leaderboard.build_leaderboard`) to ``out``."""
     import tempfile
 
     from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR

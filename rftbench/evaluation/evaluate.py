@@ -1,7 +1,7 @@
 """The evaluator: clean accuracy, a pruned eps sweep (PGD or APGD-CE, ``eval.sweep_attack``)
 over an eps grid, expected robustness, AutoAttack (pyautoattack; torchattacks' as a second
 opinion) at the target eps (``threat``) and sanity checks, written as one JSON evaluation
-record (:mod:`rftbench.records`).
+record (:mod:`rftbench.evaluation.records`).
 
 It works on any model that maps [0,1] images (N,C,H,W) to logits (N, classes), also ones
 rftbench did not train, on the device it is given; it never imports the trainer. The
@@ -16,7 +16,7 @@ Sharding (``shard=(i, N)``) evaluates one contiguous slice of the subset. Slices
 multiples of one block (the least common multiple of the evaluation and AutoAttack batch
 sizes), so every batch and chunk of a shard is one of the unsharded evaluation: merged shard
 records hold exactly the numbers of an unsharded evaluation. An evaluation runs in those
-blocks too, which makes it interruptible and resumable (``state_path``, :mod:`rftbench.evalstate`).
+blocks too, which makes it interruptible and resumable (``state_path``, :mod:`rftbench.evaluation.state`).
 """
 from __future__ import annotations
 
@@ -31,19 +31,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .attacks.autoattack import check_autoattack_config, run_pyautoattack, run_torchattacks_autoattack
-from .attacks.pruned import input_gradients_only, naive_sweep, pruned_sweep, robust_at
-from .attacks.startable import predict
-from .attacks.sweep import SweepSettings
+from ..attacks.autoattack import check_autoattack_config, run_pyautoattack, run_torchattacks_autoattack
+from ..attacks.pruned import input_gradients_only, naive_sweep, pruned_sweep, robust_at
+from ..attacks.startable import predict
+from ..attacks.sweep import SweepSettings
 from .checks import default_large_eps
-from .config import ExperimentConfig
-from .data import class_counts, dataset_labels, eval_subset_indices, indices_sha256
-from .errors import ConfigError, RecordError
-from .evalstate import EvaluationInterrupted, read_state, write_state
-from .signals import StopRequest
+from ..config import ExperimentConfig
+from ..data import class_counts, dataset_labels, eval_subset_indices, indices_sha256
+from ..errors import ConfigError, RecordError
+from .state import EvaluationInterrupted, read_state, write_state
+from ..signals import StopRequest
 from .metrics import expected_robustness, resolve_distribution
-from .models import weights_sha256
-from .progress import ProgressService, Task, for_mode, format_eps
+from ..models import weights_sha256
+from ..progress import ProgressService, Task, for_mode, format_eps
 from .records import (EvaluationRecord, SampleResults, concat_samples, library_versions, merge_records, pack_array,
                       summarize, unpack_array)
 
@@ -386,7 +386,7 @@ def evaluate_model(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, *,
     ``reference``: a stored record of this model on this subset; its per-sample clean results
     must reproduce (check ``clean_reproduces_reference``). ``state_path``: keep the finished
     blocks there (and continue after those it holds); SIGTERM / SIGINT then stop at the next
-    block boundary with :class:`~rftbench.evalstate.EvaluationInterrupted`; the file is removed
+    block boundary with :class:`~rftbench.evaluation.state.EvaluationInterrupted`; the file is removed
     when the evaluation completes. ``on_block(done, total)`` is called after each block.
 
     Progress (blocks, shard, sweep eps points, the checks probe, AutoAttack chunks with the samples

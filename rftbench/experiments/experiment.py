@@ -2,7 +2,7 @@
 
 This is the library function behind ``rftbench train``; the demo, the tuner and sweeps call
 it too. Nothing is created in MLflow before the config's names, the data and the weights are
-known good (:func:`rftbench.validation.validate_names`, then :func:`rftbench.setup.build_task`).
+known good (:func:`rftbench.experiments.validation.validate_names`, then :func:`rftbench.task.build_task`).
 """
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from .config import ExperimentConfig, dump_config
-from .errors import RecordError
-from .evaluate import EvaluationRecord, evaluate_model
-from .mlflow_extras import (example_batch, leaderboard_tags, log_dataset_inputs, log_pytorch_model,
+from ..config import ExperimentConfig, dump_config
+from ..errors import RecordError
+from ..evaluation.evaluate import EvaluationRecord, evaluate_model
+from ..tracking.conventions import (example_batch, leaderboard_tags, log_dataset_inputs, log_pytorch_model,
                             log_record_metrics, split_prefix)
-from .models import weights_sha256
-from .plots import plot_robustness_curves
-from .setup import Task, build_task
-from .errors import CheckpointError, ConfigError, RunFinishedError
-from .spool import check_store, start_spooled_run
-from .tracking import Tracker, check_tracking_uri, default_tracking_uri, start_run
-from .training import Callback, TrainResult, train
+from ..models import weights_sha256
+from ..plots import plot_robustness_curves
+from ..task import Task, build_task
+from ..errors import CheckpointError, ConfigError, RunFinishedError
+from ..tracking.spool import check_store, start_spooled_run
+from ..tracking.store import Tracker, check_tracking_uri, default_tracking_uri, start_run
+from ..training import Callback, TrainResult, train
 from .validation import load_plugins, validate_names
 
 __all__ = ["ExperimentResult", "run_experiment", "run_dir_for", "evaluate_config", "log_evaluation_record",
@@ -43,7 +43,7 @@ def write_curve_csv(record: EvaluationRecord, path: Path) -> Path:
     """The robustness curve (accuracy under the sweep attack at each eps) as CSV."""
     import io
 
-    from .atomic import atomic_write_text
+    from ..atomic import atomic_write_text
 
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
@@ -61,20 +61,20 @@ def run_experiment(cfg: ExperimentConfig, *, tracking_uri: str | None = None, ru
 
     ``resume_run_id`` reopens that MLflow run and resumes training from its last checkpoint in
     ``run_dir`` (default: the directory recorded on the run); it refuses while a live process on
-    this host still trains that run (see :mod:`rftbench.recovery`). ``callbacks`` are extra
+    this host still trains that run (see :mod:`rftbench.tracking.recovery`). ``callbacks`` are extra
     :class:`rftbench.training.Callback` objects (e.g. Optuna pruning). ``claimed_run_id``: an
-    MLflow run created (and claimed) beforehand by :mod:`rftbench.gridrun` to train in afresh.
+    MLflow run created (and claimed) beforehand by :mod:`rftbench.experiments.gridrun` to train in afresh.
     """
     validate_names(cfg)
     check_output_dir(cfg.output_dir)
     check_tracking_uri(tracking_uri or default_tracking_uri())
     check_store(tracking_uri or default_tracking_uri(), offline_ok=cfg.tracking.offline_ok)
 
-    from .training.distributed import announce_run, init_distributed, send_to_ranks
+    from ..training.distributed import announce_run, init_distributed, send_to_ranks
 
     dist_info = init_distributed(cfg.train.device)
     if dist_info.active:
-        from .recovery import exit_with_launcher
+        from ..tracking.recovery import exit_with_launcher
 
         exit_with_launcher()  # a rank never outlives a killed torchrun
     if not dist_info.is_main:  # torchrun: ranks > 0 train, rank 0 records
@@ -143,7 +143,7 @@ def _resumable_run_dir(cfg: ExperimentConfig, run_id: str, run_dir: str | Path |
     directory while its default one does not exist (:class:`CheckpointError`): it was started
     with ``--run-dir`` and killed before that reached the store, and resuming it anywhere else
     would silently train it from scratch."""
-    from .recovery import check_resumable, run_dir_of
+    from ..tracking.recovery import check_resumable, run_dir_of
 
     run = check_resumable(run_id, uri=uri)
     if run.info.status == "FINISHED":
@@ -164,7 +164,7 @@ def _train_follower(cfg: ExperimentConfig, resume: bool, callbacks: Iterable[Cal
     """A rank > 0 of a torchrun job: the same training, nothing logged or written. Its run
     directory is rank 0's (sent once rank 0 knows it), so on resume every rank reads the same
     ``state.pt`` (across machines the directory must be on a shared file system)."""
-    from .training.distributed import RankLost, receive_from_main
+    from ..training.distributed import RankLost, receive_from_main
 
     task = build_task(cfg)
     try:

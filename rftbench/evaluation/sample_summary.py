@@ -50,7 +50,7 @@ def er_weights(grid: list[float], distribution: str) -> np.ndarray:
 
 
 def summary_of_record(record: Any) -> SampleSummary:
-    """The summary of an :class:`rftbench.records.EvaluationRecord`."""
+    """The summary of an :class:`rftbench.evaluation.records.EvaluationRecord`."""
     s = record.samples()
     er = record["expected_robustness"]
     aa = (s.aa_broken_by == 0) if record["autoattack"] else None

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-from .config import (ExperimentConfig, apply_overrides, dump_config, parse_config, parse_shard, read_yaml,
+from ..config import (ExperimentConfig, apply_overrides, dump_config, parse_config, parse_shard, read_yaml,
                      set_dotted)
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _SPEC_KEYS = {"grid", "description", "name", "base", "axes", "launcher"}
 
@@ -86,7 +86,7 @@ def expand_grid(spec: dict[str, Any], source: str = "<grid>", overrides: list[st
 
 
 def check_registry_names(configs: list[ExperimentConfig]) -> None:
-    """:func:`rftbench.validation.validate_names` for every run (each distinct set of names
+    """:func:`rftbench.experiments.validation.validate_names` for every run (each distinct set of names
     once); raise the registry's error (with the known names) on the first that fails."""
     from .validation import validate_names
 
@@ -123,7 +123,7 @@ def write_configs(runs: list[GridRun], out_dir: str | Path) -> list[Path]:
 
 
 def run_grid(runs: list[GridRun], *, evaluate: bool = True) -> list[dict[str, Any]]:
-    """Train (and evaluate) every run in turn with :func:`~rftbench.experiment.run_experiment`;
+    """Train (and evaluate) every run in turn with :func:`~rftbench.experiments.experiment.run_experiment`;
     each lands in MLflow as usual. Returns one summary per run."""
     from .experiment import run_experiment
 
@@ -142,7 +142,7 @@ def launcher_config(spec: dict[str, Any], source: str = "<grid>"):
     """The spec's ``launcher:`` section as a :class:`~rftbench.config.LauncherConfig`."""
     from pydantic import ValidationError
 
-    from .config import LauncherConfig
+    from ..config import LauncherConfig
 
     try:
         return LauncherConfig.model_validate(spec.get("launcher") or {})
@@ -153,7 +153,7 @@ def launcher_config(spec: dict[str, Any], source: str = "<grid>"):
 
 def launch_options(lc) -> Any:
     """:class:`rftbench.launch.LaunchOptions` from a :class:`~rftbench.config.LauncherConfig`."""
-    from .launch import LaunchOptions
+    from ..launch import LaunchOptions
 
     return LaunchOptions(launcher=lc.name or "local", workers=lc.workers, threads=lc.threads, cpus_per_run=lc.cpus,
                          gpus_per_run=lc.gpus, partition=lc.partition, time_min=lc.time_min,
@@ -166,7 +166,7 @@ def launch_options(lc) -> Any:
 def plan_grid(runs: list[GridRun], point_options: Any = None) -> list[dict[str, Any]]:
     """What :func:`run_sweep` would do with each run (``--dry-run``): train, resume, skip, fail."""
     from .gridrun import PointOptions, decide, find_runs, run_identity
-    from .tracking import client_for
+    from ..tracking.store import client_for
 
     opts = point_options or PointOptions()
     client = client_for()
@@ -181,9 +181,9 @@ def plan_grid(runs: list[GridRun], point_options: Any = None) -> list[dict[str, 
 
 
 def run_sweep(runs: list[GridRun], launcher: Any = None, point_options: Any = None) -> list[Any]:
-    """Every run of the grid through :func:`rftbench.gridrun.run_point`: in this process one after
+    """Every run of the grid through :func:`rftbench.experiments.gridrun.run_point`: in this process one after
     another (``launcher`` None) or with :func:`rftbench.launch.launch` (a ``LaunchOptions``).
-    Returns one :class:`~rftbench.gridrun.PointResult` per run; a run whose worker died is
+    Returns one :class:`~rftbench.experiments.gridrun.PointResult` per run; a run whose worker died is
     ``failed`` with the launcher's message (its MLflow run is resumed by the next sweep)."""
     from .gridrun import PointOptions, PointResult, run_identity, run_point
 
@@ -195,7 +195,7 @@ def run_sweep(runs: list[GridRun], launcher: Any = None, point_options: Any = No
             done.append(run_point(*c))
             _say_point(done, len(calls))
         return done
-    from .launch import launch
+    from ..launch import launch
 
     # what is done (or failed, without --retry-failed) needs no worker; the workers decide again under a claim
     planned = {p["name"]: p for p in plan_grid(runs, opts)}
@@ -209,7 +209,7 @@ def run_sweep(runs: list[GridRun], launcher: Any = None, point_options: Any = No
     if not launcher.preload:
         from dataclasses import replace
 
-        launcher = replace(launcher, preload=("rftbench.experiment",))
+        launcher = replace(launcher, preload=("rftbench.experiments.experiment",))
     outcomes = launch(run_point, [c for _, c in todo], launcher)
     for (r, _), o in zip(todo, outcomes):
         results[r.name] = o.value if o.ok else PointResult(r.name, run_identity(r.config), "failed", None, o.error)
@@ -221,7 +221,7 @@ def run_sweep(runs: list[GridRun], launcher: Any = None, point_options: Any = No
 
 def _say_point(done: list[Any], total: int) -> None:
     """One progress line (stderr) for the last grid point of ``done``, with the counts so far."""
-    from .progress import note
+    from ..progress import note
 
     last = done[-1]
     counts = sweep_summary(done)

@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import ExperimentConfig
-from .errors import RftbenchError
+from ..config import ExperimentConfig
+from ..errors import RftbenchError
 
 
 def weights_problem(cfg: ExperimentConfig) -> Optional[str]:
     """None when the model's weights are local (or need none), else what is missing and how to get it."""
-    from .models.core import split_name
+    from ..models.core import split_name
 
     m = cfg.model
     if m.weights:
@@ -25,15 +25,15 @@ def weights_problem(cfg: ExperimentConfig) -> Optional[str]:
     if not m.pretrained or family in ("builtin", "file"):
         return None  # built-ins pretrain themselves on first use (cached)
     if family == "timm":
-        from .hub import hf_cache_dir, timm_weights_cached
+        from ..hub import hf_cache_dir, timm_weights_cached
 
         if timm_weights_cached(rest):
             return None
         return (f"pretrained weights for timm:{rest} are not in the local cache ({hf_cache_dir()}); fetch them with "
                 f"python -c \"import timm; timm.create_model('{rest}', pretrained=True)\" (or set model.weights).")
     if family == "torchvision":
-        from .hub import url_cache_path
-        from .models.torchvision_family import resolve_torchvision_weights
+        from ..hub import url_cache_path
+        from ..models.torchvision_family import resolve_torchvision_weights
 
         url = resolve_torchvision_weights(rest)[1].url
         if url_cache_path(url).is_file():
@@ -44,8 +44,8 @@ def weights_problem(cfg: ExperimentConfig) -> Optional[str]:
 
 def data_problem(cfg: ExperimentConfig) -> Optional[str]:
     """None when the dataset loads from local files, else the dataset's own explanation."""
-    from .data import DATASETS
-    from .setup import model_spec
+    from ..data import DATASETS
+    from ..task import model_spec
 
     try:
         DATASETS.get(cfg.data.name)(cfg.data.model_copy(update={"download": False}), model_spec(cfg), cfg.seed)

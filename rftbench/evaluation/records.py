@@ -28,11 +28,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import __version__
-from .attacks.sweep import describe_sweep
+from .. import __version__
+from ..attacks.sweep import describe_sweep
 from .checks import (CheckResult, check_autoattack_vs_pgd, check_clean_reproduces, check_large_eps,
                      check_monotone, check_square, check_sweep_vs_autoattack)
-from .errors import RecordError
+from ..errors import RecordError
 from .metrics import er_name, expected_robustness
 
 __all__ = ["RECORD_FORMAT", "EvaluationRecord", "RecordError", "SampleResults", "library_versions", "merge_records",
@@ -214,7 +214,7 @@ class EvaluationRecord:
         return json.dumps(self.data, indent=2, sort_keys=False)
 
     def save(self, path: str | Path) -> Path:
-        from .atomic import atomic_write_text
+        from ..atomic import atomic_write_text
 
         return atomic_write_text(path, self.to_json())
 

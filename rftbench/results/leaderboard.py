@@ -25,7 +25,7 @@ of the same schedule's rows, e.g. ``train.epochs 20 vs 2; n_aa 100 vs 10``.
 Runs are grouped by setting (``group_by``, default model, dataset, norm, target eps, objective)
 and always by what makes numbers comparable (split, ER definition, test subset hash), then
 aggregated to one row per schedule (name + parameters) and setting: mean, std and n over seeds, a 95%
-bootstrap CI over test samples (:mod:`rftbench.lb_stats`), a 95% t-interval over seeds where
+bootstrap CI over test samples (:mod:`rftbench.results.stats`), a 95% t-interval over seeds where
 n >= 2, compute, and with ``baseline`` a paired difference per schedule. Within a group a
 flagged row never ranks above an unflagged one.
 """
@@ -40,9 +40,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import LeaderboardError
-from .sample_summary import TAG as SAMPLE_TAG, SampleSummary, decode
-from .tracking import client_for
+from ..errors import LeaderboardError
+from ..evaluation.sample_summary import TAG as SAMPLE_TAG, SampleSummary, decode
+from ..tracking.store import client_for
 
 METRICS = {"clean": "acc_clean", "pgd": "acc_sweep", "aa": "acc_autoattack", "er": "expected_robustness"}
 DEFAULT_GROUP_BY = ("model", "dataset", "norm", "eps", "objective")
@@ -251,7 +251,7 @@ def build_leaderboard(experiments: Sequence[str] | str, *, uri: str | None = Non
                       sort: str | None = None) -> Leaderboard:
     """The leaderboard of ``experiments`` (see the module docstring). ``metric``: clean, pgd, aa or
     er, the ranking key; ``seed_ci``: require n >= 2 seeds in every row (else an error)."""
-    from .lb_stats import aggregate
+    from .stats import aggregate
 
     experiments = [experiments] if isinstance(experiments, str) else list(experiments)
     if metric not in METRICS:
@@ -319,9 +319,9 @@ def _fill_missing_samples(ev: pd.DataFrame, samples: dict[str, SampleSummary], u
     missing = [rid for rid in ev["run_id"] if rid not in samples]
     if not missing:
         return
-    from .paths import cache_dir
-    from .records import EvaluationRecord
-    from .sample_summary import encode, summary_of_record
+    from ..paths import cache_dir
+    from ..evaluation.records import EvaluationRecord
+    from ..evaluation.sample_summary import encode, summary_of_record
 
     client = client_for(uri)
     cache = cache_dir() / "leaderboard"

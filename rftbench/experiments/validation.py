@@ -6,8 +6,8 @@ files first, so that their names count.
 """
 from __future__ import annotations
 
-from .config import ExperimentConfig
-from .registry import load_plugin_file
+from ..config import ExperimentConfig
+from ..registry import load_plugin_file
 
 
 def load_plugins(cfg: ExperimentConfig) -> None:
@@ -20,12 +20,12 @@ def validate_names(cfg: ExperimentConfig) -> None:
     """Raise the registry's clear error (known names, a close match) for the first unknown
     model, dataset, augmentation preset, schedule, objective, sweep attack or ER distribution in
     ``cfg``; also validates the schedule's and the objective's parameters against their declarations."""
-    from .attacks import SWEEP_ATTACKS
-    from .data import DATASETS
-    from .metrics import resolve_distribution
-    from .models import check_model_name
-    from .objectives import create_objective
-    from .scheduling import create_schedule
+    from ..attacks import SWEEP_ATTACKS
+    from ..data import DATASETS
+    from ..evaluation.metrics import resolve_distribution
+    from ..models import check_model_name
+    from ..objectives import create_objective
+    from ..scheduling import create_schedule
 
     load_plugins(cfg)
     check_model_name(cfg.model.name)
@@ -40,7 +40,7 @@ def validate_names(cfg: ExperimentConfig) -> None:
 
 def _check_augment(cfg: ExperimentConfig) -> None:
     """The augmentation preset and its options (``data.augment``, ``data.augment_options``)."""
-    from .data import DATASET_META, resolve_augment
+    from ..data import DATASET_META, resolve_augment
 
     meta = DATASET_META.get(cfg.data.name)
     resolve_augment(cfg.data, meta.default_augment if meta is not None else "crop_flip")

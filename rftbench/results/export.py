@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import LeaderboardError
+from ..errors import LeaderboardError
 
 FORMATS = ("table", "markdown", "csv", "json", "latex", "html")
 FLOAT = "%.10g"
