@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.rftbench-installed
 
-.PHONY: install demo test test-fast test-cluster test-repeat bench clean
+.PHONY: install demo test test-fast test-cluster test-repeat bench lint-imports clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test-cluster: $(STAMP)
 
 test-repeat: $(STAMP)
 	$(PY) tools/test_repeat.py -n $(N)
+
+# the stages' layers (pyproject.toml [tool.importlinter]): each stage imports only those below it
+lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	for f in benchmarks/perf_*.py; do $(PY) $$f || exit 1; done

@@ -10,7 +10,7 @@ Variants are interleaved over ``--reps`` repetitions; medians are reported. ``OM
 is removed from the children's environment (torch's default is then all cores).
 
 - ``threads_default_vs_one_busy``: rftbench's default (``train.threads`` unset, the rule of
-  :func:`rftbench.launch.set_torch_threads`) beside a busy process over one thread beside it
+  :func:`rftbench.training.threads.set_torch_threads`) beside a busy process over one thread beside it
   (target <= 1.2, issue #25);
 - ``torch_default_threads_vs_one_busy``: torch's own default (all cores) beside a busy process
   over one thread beside it: what the rule avoids (no target);

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .data.digits import SOURCE_CLASSES, TARGET_CLASSES, load_digits_tensors
+from .models.builtin import register_checkpoint_provider
 from .paths import cache_dir, file_lock
 
 __all__ = ["PRETRAIN_VERSION", "SOURCE_CLASSES", "TARGET_CLASSES", "cache_dir", "checkpoint_path",
@@ -67,6 +68,7 @@ def _save_atomically(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@register_checkpoint_provider  # the weights of a pretrained built-in (rftbench.models.builtin)
 def pretrained_checkpoint(model_name: str = "small_cnn", *, epochs: int = 15, seed: int = 0) -> Path:
     """Path of the non-robust checkpoint of built-in ``model_name`` pretrained on digits 0-4.
 

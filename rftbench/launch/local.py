@@ -34,7 +34,7 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Sequence
 
-from . import LaunchOptions, Outcome, call_in_worker
+from .options import LaunchOptions, Outcome, call_in_worker
 
 _SKIP = ("__main__", "__mp_main__")
 

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
 from ..errors import JobInterruptedError, LauncherError
-from . import LaunchOptions, Outcome, call_in_worker, require_extra
+from .options import LaunchOptions, Outcome, call_in_worker, require_extra
 from .messages import last_error_line
 
 

@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from ..errors import JobInterruptedError
-from . import LaunchOptions, Outcome, call_in_worker, require_extra
+from .options import LaunchOptions, Outcome, call_in_worker, require_extra
 from .messages import last_error_line
 
 MEM_GB_PER_CPU = 4

@@ -6,6 +6,7 @@ embedded non-robust checkpoint (plainly trained on digits 0-4, cached; see
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -123,12 +124,24 @@ def builtin_spec(rest: str, *, pretrained: bool, weights: str | None, kwargs: di
     return _spec_with(entry, {} if pretrained else kwargs)
 
 
-def _embedded_checkpoint(rest: str) -> str:
-    # imported here, not at the top: rftbench.embedded builds and trains models, so it sits
-    # above this package; only a pretrained built-in needs it
-    from ..embedded import pretrained_checkpoint
+# Where a pretrained built-in's weights come from. rftbench.embedded pretrains them with the
+# Trainer, a layer above this package, so it registers its provider here from above; the first
+# pretrained built-in loads that module by name when nothing registered yet (as a registry loads
+# its built-in plugins). Nothing in rftbench.models imports it.
+CHECKPOINT_PROVIDER_MODULE = "rftbench.embedded"
+_checkpoint_provider: list[Callable[[str], Any]] = []
 
-    return str(pretrained_checkpoint(rest))
+
+def register_checkpoint_provider(provider: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``provider(name)``: the path of the pretrained checkpoint of built-in ``name``."""
+    _checkpoint_provider[:] = [provider]
+    return provider
+
+
+def _embedded_checkpoint(rest: str) -> str:
+    if not _checkpoint_provider:  # only a pretrained built-in needs it
+        importlib.import_module(CHECKPOINT_PROVIDER_MODULE)
+    return str(_checkpoint_provider[0](rest))
 
 
 @MODEL_FAMILIES.register("builtin")

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from ..config import ExperimentConfig
 from ..data import EpochSampler
 from ..errors import CheckpointError, ConfigError, RankFailedError, RftbenchError, TrainingDivergedError
-from ..launch import set_torch_threads
+from .threads import set_torch_threads
 from ..models import PixelModel, save_checkpoint
 from ..objectives import create_objective
 from ..scheduling import create_schedule
@@ -78,7 +78,7 @@ class Trainer:
     and at the last one. ``distributed``: train with the torchrun job's other ranks (DDP) when
     this process is one of them; False: alone in this process (e.g. a one-off pretraining).
     Construction sets torch's CPU threads (``train.threads``, else rftbench's rule:
-    :func:`rftbench.launch.set_torch_threads`); ``threads`` holds the count.
+    :func:`rftbench.training.threads.set_torch_threads`); ``threads`` holds the count.
     """
 
     def __init__(self, cfg: ExperimentConfig, task: Any, *, run_dir: str | Path | None = None,

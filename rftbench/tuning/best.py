@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from ..config import ExperimentConfig, parse_config
 from ..errors import TuneError
 from .setting import trial_base_config
-from .study import open_storage
+from .storage import open_storage
 
 
 def final_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> ExperimentConfig:

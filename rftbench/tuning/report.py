@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from ..atomic import atomic_write, atomic_write_text
 from ..errors import TuneError
 from .setting import study_changes
+from .storage import open_storage
 
 
 @dataclass
@@ -67,8 +68,6 @@ def importances(study: optuna.Study) -> dict[str, Any]:
 def summarize(study_name: str, storage: str, *, tracking_uri: str | None = None,
               with_importances: bool = True) -> TuneResult:
     """The study's state as plain data (TuneError when there is no such study)."""
-    from .study import open_storage
-
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:

@@ -23,6 +23,7 @@ from ..experiments.validation import validate_names
 from .objectives import StudyObjective, parse_objectives
 from .samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler, trial_seed
 from .space import SearchSpace, build_space
+from .storage import open_storage
 
 from .setting import ATTR_CONFIG, config_changes, record_change, recorded_config, refusal
 
@@ -72,31 +73,6 @@ class TuneOptions:
 
 def default_storage() -> str:
     return os.environ.get("RFTBENCH_OPTUNA_STORAGE") or f"sqlite:///{Path.cwd().resolve() / 'optuna.db'}"
-
-
-def open_storage(url: str, attempts: int = 8) -> optuna.storages.BaseStorage:
-    """An Optuna RDB storage; retries when several workers create its schema at the same moment
-    (PostgreSQL then reports a duplicate type or table to all but one of them)."""
-    import random
-    import time
-
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
-    if url.startswith("sqlite:///"):  # one creator at a time; the others wait, then find the schema
-        from ..paths import file_lock
-
-        db = Path(url[len("sqlite:///"):])
-        db.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(db.with_name(db.name + ".lock")):
-            return optuna.storages.RDBStorage(url, heartbeat_interval=None)
-    for attempt in range(attempts):
-        try:
-            return optuna.storages.RDBStorage(url)
-        except (IntegrityError, ProgrammingError, OperationalError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 + random.random() * (attempt + 1))
-    raise AssertionError("unreachable")
 
 
 def study_name_for(cfg: ExperimentConfig, options: TuneOptions) -> str:

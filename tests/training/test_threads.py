@@ -1,4 +1,4 @@
-"""rftbench's CPU thread default (:func:`rftbench.launch.set_torch_threads`) and ``train.threads``."""
+"""rftbench's CPU thread default (:func:`rftbench.training.threads.set_torch_threads`) and ``train.threads``."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ import torch
 
 from conftest import tiny_config
 from rftbench.errors import ConfigError
-from rftbench.launch import busy_cpus, set_torch_threads, threads_rule
+from rftbench.training.threads import busy_cpus, set_torch_threads, threads_rule
 
 
 @pytest.fixture
