@@ -125,8 +125,8 @@ def test_file_plugin_taking_a_builtin_name_names_both_files(tmp_path, restore_sc
         load_plugin_file(f)
     msg = str(ei.value)
     assert "schedule 'linear' is registered twice" in msg
-    assert str(REPO / "schedules" / "linear.py") in msg and str(f.resolve()) in msg
-    assert SCHEDULES.entry("linear").source == str(REPO / "schedules" / "linear.py")
+    assert str(REPO / "rftbench" / "schedules" / "linear.py") in msg and str(f.resolve()) in msg
+    assert SCHEDULES.entry("linear").source == str(REPO / "rftbench" / "schedules" / "linear.py")
 
 
 def test_two_files_registering_one_name_name_both_files(tmp_path, restore_schedules):
@@ -144,7 +144,7 @@ def test_cli_plugin_clashing_before_builtins_load_exits_2_naming_both(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert "schedule 'cosine' is registered twice" in r.stderr
-    assert str(f.resolve()) in r.stderr and str(REPO / "schedules" / "cosine.py") in r.stderr
+    assert str(f.resolve()) in r.stderr and str(REPO / "rftbench" / "schedules" / "cosine.py") in r.stderr
 
 
 # ---- installed entry points ------------------------------------------------------------
@@ -193,9 +193,9 @@ def test_entry_point_taking_a_builtin_name_names_both_sources(tmp_path, monkeypa
         SCHEDULES.load_entry_points()
     msg = str(ei.value)
     assert "schedule 'cosine' is registered twice" in msg
-    assert str(REPO / "schedules" / "cosine.py") in msg
+    assert str(REPO / "rftbench" / "schedules" / "cosine.py") in msg
     assert "entry point cosine = rft_ep_evil:Evil (distribution rftbench-evil 1.0)" in msg
-    assert SCHEDULES.entry("cosine").source == str(REPO / "schedules" / "cosine.py")
+    assert SCHEDULES.entry("cosine").source == str(REPO / "rftbench" / "schedules" / "cosine.py")
 
 
 def test_entry_point_module_registering_a_taken_name_names_all_three(tmp_path, monkeypatch, restore_schedules):
@@ -206,7 +206,7 @@ def test_entry_point_module_registering_a_taken_name_names_all_three(tmp_path, m
         SCHEDULES.load_entry_points()
     msg = str(ei.value)
     assert msg.startswith("entry point step = rft_ep_evil2:Evil (distribution rftbench-evil2 1.0)")
-    assert str(REPO / "schedules" / "step.py") in msg and str(root / "rft_ep_evil2.py") in msg
+    assert str(REPO / "rftbench" / "schedules" / "step.py") in msg and str(root / "rft_ep_evil2.py") in msg
 
 
 @pytest.mark.parametrize("target, source, message", [
