@@ -4,8 +4,8 @@
   record) and the evaluate-only paths;
 - ``validation``: ``validate_names`` (every registry name of a config, before anything is built);
 - ``demo``: ``rftbench demo`` (a small experiment, its leaderboard and report);
-- ``sweep``: grids from a spec (expansion, ``run_grid``);
-- ``gridrun``: one grid point (``run_point``: run identity, claims, resume);
+- ``sweep``: grids: one YAML spec expanded into validated configs, run with ``run_grid``;
+- ``gridrun``: idempotent grid points (run identities, claims in MLflow, ``run_point``);
 - ``inputs_check``: ``check_inputs`` (every dataset and model of a grid, before it runs).
 
 ``rftbench.launch`` (launchers) and ``rftbench.tuning`` (Optuna studies) sit in this layer

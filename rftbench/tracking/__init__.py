@@ -6,8 +6,9 @@
   while the store is slow or away);
 - ``recovery``: liveness tags, heartbeats and failure files, and ``end_unfinished`` (stale runs
   ended as FAILED / KILLED);
-- ``conventions``: what a run logs besides the trainer's metrics (the record's metrics and
-  leaderboard tags, the logged PyTorch model, dataset inputs).
+- ``conventions``: what MLflow users expect on a run beyond rftbench's own tags and metrics (the
+  record's numbers under the split's prefix, leaderboard tags, the logged PyTorch model, dataset
+  inputs).
 
 The submodules are imported by name; this package imports nothing on its own.
 """
