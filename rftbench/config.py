@@ -216,10 +216,11 @@ class TrainConfig(_Strict):
     # BatchNorm in training: "local" (batch statistics of each process's batch), "sync" (SyncBatchNorm
     # over all torchrun ranks: the global batch's statistics; GPUs only), "frozen" (running statistics, eval mode)
     batchnorm: Literal["local", "sync", "frozen"] = "local"
-    # torch intra-op CPU threads of this process: 0 / None = rftbench's rule (rftbench.training.threads.set_torch_threads:
-    # this process's cores, shared with the other processes of the run and less those busy with other work,
-    # never above torch's count). An execution setting like the process count: left out of dumps (run
-    # identity, resume check, MLflow params); the count used is the run's tag rftbench.torch_threads.
+    # torch intra-op CPU threads of this process: 0 / None = rftbench's rule
+    # (rftbench.training.threads.set_torch_threads: this process's cores, shared with the other processes
+    # of the run and less those busy with other work, never above torch's count). An execution setting
+    # like the process count: left out of dumps (run identity, resume check, MLflow params); the count
+    # used is the run's tag rftbench.torch_threads.
     threads: Optional[int] = Field(None, ge=0, le=1024, exclude=True)
 
     @field_validator("device")

@@ -8,8 +8,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ["rftbench.config", "rftbench.models", "rftbench.data", "rftbench.attacks", "rftbench.training",
-               "rftbench.task", "rftbench.evaluation.evaluate", "rftbench.objectives", "rftbench.scheduling",
-               "rftbench.tracking.store", "rftbench.tuning", "rftbench.tuning", "rftbench.results.leaderboard", "rftbench.cli"]
+               "rftbench.task", "rftbench.embedded", "rftbench.evaluation.evaluate", "rftbench.objectives",
+               "rftbench.scheduling", "rftbench.tracking.store", "rftbench.experiments.experiment", "rftbench.tuning",
+               "rftbench.results.leaderboard", "rftbench.cli"]
 
 
 def test_every_function_is_under_sixty_lines():

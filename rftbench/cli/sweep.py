@@ -86,7 +86,8 @@ def _list(args, runs) -> int:
 
 def cmd_sweep(args) -> int:
     from ..experiments.gridrun import PointOptions
-    from ..experiments.sweep import expand_grid, load_grid_spec, plan_grid, run_sweep, select_runs, sweep_summary, write_configs
+    from ..experiments.sweep import (expand_grid, load_grid_spec, plan_grid, run_sweep, select_runs, sweep_summary,
+                                     write_configs)
 
     spec = load_grid_spec(args.spec)
     runs = select_runs(expand_grid(spec, args.spec, args.set), args.only, args.shard)

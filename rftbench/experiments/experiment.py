@@ -17,7 +17,7 @@ from ..config import ExperimentConfig, dump_config
 from ..errors import RecordError
 from ..evaluation.evaluate import EvaluationRecord, evaluate_model
 from ..tracking.conventions import (example_batch, leaderboard_tags, log_dataset_inputs, log_pytorch_model,
-                            log_record_metrics, split_prefix)
+                                    log_record_metrics, split_prefix)
 from ..models import weights_sha256
 from ..plots import plot_robustness_curves
 from ..task import Task, build_task

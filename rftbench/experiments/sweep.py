@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 
 from ..config import (ExperimentConfig, apply_overrides, dump_config, parse_config, parse_shard, read_yaml,
-                     set_dotted)
+                      set_dotted)
 from ..errors import ConfigError
 
 _SPEC_KEYS = {"grid", "description", "name", "base", "axes", "launcher"}

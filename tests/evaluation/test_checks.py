@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from eval_helpers import GuardedModel, NoisyModel, QuantizedInputModel, source_setup
-from rftbench.evaluation.checks import (check_autoattack_vs_pgd, check_clean_reproduces, check_large_eps, check_monotone,
-                             check_square)
+from rftbench.evaluation.checks import (check_autoattack_vs_pgd, check_clean_reproduces, check_large_eps,
+                                        check_monotone, check_square)
 from rftbench.evaluation.evaluate import evaluate_model
 
 GRID = [0.05, 0.1, 0.2]  # with 0 added: the sane model goes 1.0 -> ~0.6 -> 0 -> 0
