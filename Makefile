@@ -40,8 +40,9 @@ N ?= 3
 test-cluster: $(STAMP)
 	RFTBENCH_TEST_CLUSTERS=1 $(PY) -m pytest -q tests/launch/test_slurm_cluster.py tests/launch/test_ray_cluster.py
 
+# (the DDP failure test launches 10 times in each round, 3 in `make test`)
 test-repeat: $(STAMP)
-	$(PY) tools/test_repeat.py -n $(N)
+	RFTBENCH_TEST_LAUNCHES=10 $(PY) tools/test_repeat.py -n $(N)
 
 bench: $(STAMP)
 	for f in benchmarks/perf_*.py; do $(PY) $$f || exit 1; done
