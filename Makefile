@@ -40,8 +40,9 @@ N ?= 3
 test-cluster: $(STAMP)
 	RFTBENCH_TEST_CLUSTERS=1 $(PY) -m pytest -q tests/launch/test_slurm_cluster.py tests/launch/test_ray_cluster.py
 
+# (the DDP failure test launches 10 times in each round, 3 in `make test`)
 test-repeat: $(STAMP)
-	$(PY) tools/test_repeat.py -n $(N)
+	RFTBENCH_TEST_LAUNCHES=10 $(PY) tools/test_repeat.py -n $(N)
 
 # the stages' layers (pyproject.toml [tool.importlinter]): each stage imports only those below it
 lint-imports: $(STAMP)

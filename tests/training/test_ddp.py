@@ -233,28 +233,17 @@ def failing_config(workdir: Path, **train) -> Path:
 
 
 @pytest.mark.slow
-def test_a_rank_that_fails_alone_ends_the_run_failed_with_its_error(workdir, embedded_cache):
-    """Rank 1 raises an error of its own (rank 0 is fine): the run ends FAILED, not KILLED, and
-    its error tag carries rank 1's error."""
-    from rftbench.tracking.store import client_for
-
-    res = rftbench("train", failing_config(workdir), "--no-eval", "--nproc", 2)
-    assert res.returncode != 0
-    exp = client_for().get_experiment_by_name("ddp")
-    (run,) = client_for().search_runs([exp.experiment_id])
-    assert run.info.status == "FAILED", run.data.tags.get("rftbench.error")
-    assert "rank 1: ValueError: this schedule broke on rank 1" in run.data.tags["rftbench.error"]
-
-
-@pytest.mark.slow
 def test_a_rank_that_fails_alone_ends_the_run_failed_every_time(workdir, embedded_cache):
-    """Whether rank 0 reads rank 1's failure record before torchrun's SIGTERM reaches it, or the
-    launching process ends the run, it ends FAILED with rank 1's error: 10 launches in a row
-    (one epoch, no evaluation; each launch is mostly start-up)."""
+    """Rank 1 raises an error of its own (rank 0 is fine): whether rank 0 reads rank 1's failure
+    record before torchrun's SIGTERM reaches it, or the launching process ends the run, it ends
+    FAILED (not KILLED) with rank 1's error in its error tag, launch after launch: 3 in a row here
+    ($RFTBENCH_TEST_LAUNCHES; `make test-repeat` asks 10 in every round). One epoch, no
+    evaluation: each launch is mostly start-up. The race itself is decided by
+    ``Trainer._peer_stop``, tested for both orders below."""
     from rftbench.tracking.store import client_for
 
     cfg = failing_config(workdir, epochs=1)
-    for i in range(10):
+    for i in range(int(os.environ.get("RFTBENCH_TEST_LAUNCHES", "3"))):
         res = rftbench("train", cfg, "--no-eval", "--nproc", 2)
         assert res.returncode != 0
         runs = client_for().search_runs([client_for().get_experiment_by_name("ddp").experiment_id],

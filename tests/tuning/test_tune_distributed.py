@@ -93,7 +93,7 @@ def mlflow_server(tmp_path):
 @pytest.mark.timeout(1800)
 def test_four_workers_lose_and_duplicate_no_trial(tmp_path, postgres_url, mlflow_server, embedded_cache):
     """Two `rftbench tune --workers 2` commands (as on two machines): four worker processes on one
-    PostgreSQL study and one MLflow server."""
+    PostgreSQL study and one MLflow server, one trial each."""
     import optuna
 
     from rftbench.tracking.store import client_for
@@ -103,7 +103,7 @@ def test_four_workers_lose_and_duplicate_no_trial(tmp_path, postgres_url, mlflow
     cfg_path = tmp_path / "tune.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "RFTBENCH_CACHE": str(embedded_cache)}
-    cmd = [sys.executable, "-m", "rftbench.cli", "tune", str(cfg_path), "--trials", "2", "--storage",
+    cmd = [sys.executable, "-m", "rftbench.cli", "tune", str(cfg_path), "--trials", "1", "--storage",
            postgres_url, "--study", "shared", "--sampler", "tpe", "--pruner", "none", "--workers", "2", "--json"]
     env["OMP_NUM_THREADS"] = "1"
     commands = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -112,13 +112,13 @@ def test_four_workers_lose_and_duplicate_no_trial(tmp_path, postgres_url, mlflow
     for c, (out, err) in zip(commands, outs):
         assert c.returncode == 0, err[-3000:]
     study = optuna.load_study(study_name="shared", storage=postgres_url)
-    assert sorted(t.number for t in study.trials) == list(range(8))  # none lost
+    assert sorted(t.number for t in study.trials) == list(range(4))  # none lost
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 8  # no point proposed twice
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4  # no point proposed twice
     reports = [json.loads(out) for out, _ in outs]
     workers = [w for r in reports for w in r["workers"]]
-    assert len({seed for w in workers for seed in w["trial_seeds"].values()}) == 8  # a stream per trial
-    assert sorted(n for w in workers for n in w["trials"]) == list(range(8))  # each trial run by one worker
+    assert len({seed for w in workers for seed in w["trial_seeds"].values()}) == 4  # a stream per trial
+    assert sorted(n for w in workers for n in w["trials"]) == list(range(4))  # each trial run by one worker
     client = client_for(mlflow_server)
     exp = client.get_experiment_by_name("distributed")
     trial_runs = client.search_runs([exp.experiment_id], "tags.`rftbench.kind` = 'trial'")
@@ -154,7 +154,7 @@ def _prepare_at_once(barrier, results, workdir: str, cfg: dict, options: dict) -
 
 @pytest.mark.timeout(900)
 def test_workers_starting_at_once_create_one_parent_run(tmp_path, embedded_cache):
-    """Eight processes open a new study in the same instant: exactly one MLflow parent run is ever
+    """Four processes open a new study in the same instant: exactly one MLflow parent run is ever
     created (none created and deleted), and all of them and the study record that one."""
     import multiprocessing as mp
 
@@ -163,7 +163,7 @@ def test_workers_starting_at_once_create_one_parent_run(tmp_path, embedded_cache
 
     from rftbench.tracking.store import client_for, get_or_create_experiment
 
-    n = 8
+    n = 4
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = client_for(uri)  # the store exists, as a tracking server would
     exp_id = get_or_create_experiment(client, "race")
