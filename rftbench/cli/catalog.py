@@ -23,7 +23,7 @@ def cmd_schedules_list(args) -> int:
         ps = ", ".join(f"{p['name']}={p['default']:g} \\[{p['low']:g}, {p['high']:g}]"
                        + (" int" if p["kind"] == "int" else "") + (" log" if p["log"] else "")
                        for p in it["params"])
-        source = f"built-in: schedules/{Path(it['source']).name}" if it["origin"] == "built-in" else it["source"]
+        source = f"built-in: rftbench/schedules/{Path(it['source']).name}" if it["origin"] == "built-in" else it["source"]
         table.add_row(it["name"], ps or "-", source)
     console().print(table)
     return 0

@@ -210,7 +210,7 @@ def test_cli_schedules_list_table_and_json(capsys, monkeypatch):
     for name in BUILTINS:
         assert name in table
     assert "levels=4 [1, 10] int" in table and "sharpness=4 [0.1, 20] log" in table
-    assert "schedules/cosine.py" in table
+    assert "rftbench/schedules/cosine.py" in table
     assert main(["schedules", "list", "--json"]) == 0
     items = {it["name"]: it for it in json.loads(capsys.readouterr().out)}
     assert [p["name"] for p in items["exponential"]["params"]] == ["start", "end", "sharpness"]
