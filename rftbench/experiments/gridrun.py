@@ -92,6 +92,7 @@ class PointResult:
     run_id: Optional[str] = None
     message: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
+    trained: bool = False  # this call trained the run (whole or in part); a launcher tags only such runs
 
 
 def _claims(run) -> list[tuple[str, dict[str, Any]]]:
@@ -250,8 +251,8 @@ def run_point(config: dict[str, Any], labels: dict[str, str], opts: Optional[Poi
         raise
     except Exception as exc:  # noqa: BLE001 - one failing run never stops the grid
         _fail_open_run(client, run_id, exc)
-        return PointResult(cfg.name, identity, "failed", run_id, f"{type(exc).__name__}: {exc}")
+        return PointResult(cfg.name, identity, "failed", run_id, f"{type(exc).__name__}: {exc}", trained=True)
     finally:
         _release(client, run_id, claim[0])
     status = "finished" if decision.action == "new" else "resumed"
-    return PointResult(cfg.name, identity, status, run_id, decision.message, _summary(res))
+    return PointResult(cfg.name, identity, status, run_id, decision.message, _summary(res), trained=True)

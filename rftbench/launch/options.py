@@ -86,3 +86,10 @@ def call_in_worker(fn: Callable, args: tuple, options: LaunchOptions) -> Any:
     """What a submitit job or Ray task runs: :func:`prepare_worker`, then ``fn(*args)``."""
     prepare_worker(options)
     return fn(*args)
+
+
+def trained_run_id(value: Any) -> Optional[str]:
+    """The MLflow run a grid call trained (whole or in part), for the engine to tag; None when the
+    call only found the run done, failed, or claimed by another sweep (an engine on which it did
+    not train must not claim it)."""
+    return getattr(value, "run_id", None) if getattr(value, "trained", False) else None

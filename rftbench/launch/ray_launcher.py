@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
 from ..errors import JobInterruptedError, LauncherError
-from .options import LaunchOptions, Outcome, call_in_worker, require_extra
+from .options import LaunchOptions, Outcome, call_in_worker, require_extra, trained_run_id
 from .messages import last_error_line
 
 
@@ -87,7 +87,7 @@ def call_and_tag(fn: Callable, args: tuple, options: LaunchOptions) -> Any:
         value = call_in_worker(fn, args, options)
     except KeyboardInterrupt as exc:
         raise JobInterruptedError(str(exc) or type(exc).__name__) from None
-    run_id = getattr(value, "run_id", None)
+    run_id = trained_run_id(value)
     if run_id:
         import ray
 

@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from ..errors import JobInterruptedError
-from .options import LaunchOptions, Outcome, call_in_worker, require_extra
+from .options import LaunchOptions, Outcome, call_in_worker, require_extra, trained_run_id
 from .messages import last_error_line
 
 MEM_GB_PER_CPU = 4
@@ -120,7 +120,7 @@ def _requeue_through_submitit() -> None:
 
 def _tag_slurm_run(value: Any, options: LaunchOptions) -> None:
     """Record on the run this task trained how SLURM ran it (restarts = requeues so far)."""
-    run_id = getattr(value, "run_id", None)
+    run_id = trained_run_id(value)
     if not run_id or not os.environ.get("SLURM_JOB_ID"):
         return
     from ..tracking.store import client_for
