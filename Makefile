@@ -38,7 +38,8 @@ N ?= 3
 # the launchers on a real single-node SLURM (slurm-wlm, with and without slurmdbd) and a real
 # two-node Ray cluster, started by the tests (apt-get install slurm-wlm slurmdbd munge mariadb-server)
 test-cluster: $(STAMP)
-	RFTBENCH_TEST_CLUSTERS=1 $(PY) -m pytest -q tests/launch/test_slurm_cluster.py tests/launch/test_ray_cluster.py
+	RFTBENCH_TEST_CLUSTERS=1 $(PY) -m pytest -q tests/launch/test_slurm_cluster.py tests/launch/test_ray_cluster.py \
+	  tests/launch/test_cross_engine.py
 
 # (the DDP failure test launches 10 times in each round, 3 in `make test`)
 test-repeat: $(STAMP)

@@ -55,7 +55,8 @@ def _slurm_conf(root: Path, ports: dict, accounting: bool, cpus: int, mem_mb: in
     host = socket.gethostname()
     return (f"ClusterName=rftbench\nSlurmctldHost={host}(127.0.0.1)\nSlurmUser=root\nSlurmdUser=root\n"
             f"SlurmctldPort={ports['ctld']}\nSlurmdPort={ports['slurmd']}\nAuthType=auth/munge\n"
-            f"AuthInfo=socket={root}/munge.sock\nCredType=cred/munge\nStateSaveLocation={root}/state\n"
+            # a requeued job waits cred_expire + 1 s before it may start again (default 120 s)
+            f"AuthInfo=cred_expire=10,socket={root}/munge.sock\nCredType=cred/munge\nStateSaveLocation={root}/state\n"
             f"SlurmdSpoolDir={root}/spool\nSlurmctldPidFile={root}/slurmctld.pid\nSlurmdPidFile={root}/slurmd.pid\n"
             f"SlurmctldLogFile={root}/log/slurmctld.log\nSlurmdLogFile={root}/log/slurmd.log\n"
             "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nSchedulerType=sched/backfill\n"

@@ -20,7 +20,7 @@ from rftbench.cli import main
 
 pytestmark = pytest.mark.slow
 CLUSTERS_OFF = None if os.environ.get("RFTBENCH_TEST_CLUSTERS") else (
-    "real-cluster tests run with `make test-cluster` (RFTBENCH_TEST_CLUSTERS=1); they take about 15 minutes")
+    "real-cluster tests run with `make test-cluster` (RFTBENCH_TEST_CLUSTERS=1); they take about 12 minutes")
 
 
 @pytest.fixture(params=[False, True], ids=["no-accounting", "accounting"])
