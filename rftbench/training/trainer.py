@@ -39,10 +39,12 @@ from ..errors import CheckpointError, ConfigError, RankFailedError, RftbenchErro
 from .threads import set_torch_threads
 from ..models import PixelModel, save_checkpoint
 from ..objectives import create_objective
+from ..regimes import Regime, create_regime
 from ..scheduling import create_schedule
 from .callbacks import BatchEnd, Callback, CheckpointCallback, MlflowCallback, ProgressCallback, SignalStop
 from . import distributed as ddp
-from .optim import current_lr, group_lr, lr_factor, make_lr_schedule, make_optimizer, set_train_mode
+from .optim import current_lr, group_lr, lr_factor, make_lr_schedule, make_optimizer
+from .phases import RegimePhases
 from .plan import BatchPlan, EpsController
 from .progress import TrainProgress, make_progress
 from .state import STATE_FILE, TrainingState, resume_config, rng_state, set_rng_state
@@ -104,6 +106,8 @@ class Trainer:
         amp_dtype, scaler = amp_setup(tc.precision, device)
         self.schedule = create_schedule(cfg.schedule.name, cfg.schedule.params)
         self.objective = create_objective(tc.objective)
+        self.regime = create_regime(cfg.model.regime)
+        self.regime.prepare(self.model)  # a regime that does not fit the model fails before any work
         if len(self.splits.train) == 0:
             raise ConfigError(f"dataset {cfg.data.name!r} has an empty training split.")
         if tc.channels_last:
@@ -130,17 +134,20 @@ class Trainer:
             self.loader = DataLoader(self.splits.train, batch_size=plan.batch_size, sampler=self.sampler,
                                      num_workers=cfg.data.num_workers, drop_last=plan.drop_last,
                                      pin_memory=device.type == "cuda", generator=self.loader_gen)
-        self.optimizer = make_optimizer(self.model, cfg)
+        self.phases = RegimePhases(self.regime, self.model, plan, cfg)
+        self.optimizer = make_optimizer(self.model, cfg, self.regime)
         self.warmup_steps = round(tc.warmup_epochs * plan.opt_steps_per_epoch)
-        self.lr_schedule = make_lr_schedule(self.optimizer, plan.epochs * plan.opt_steps_per_epoch, self.warmup_steps)
+        self.lr_schedule = make_lr_schedule(self.optimizer, plan.epochs * plan.opt_steps_per_epoch, self.warmup_steps,
+                                            self.phases.restart_steps())
+        moved = self.regime.eps_progress if type(self.regime).eps_progress is not Regime.eps_progress else None
         self.eps_ctl = EpsController(self.schedule, cfg.threat.eps, cfg.schedule.granularity,
-                                     plan.steps_per_epoch, plan.epochs)
+                                     plan.steps_per_epoch, plan.epochs, moved)
         self.step = TrainStep(train_model, self.objective, attack, self.optimizer, self.lr_schedule, device=device,
                               amp_dtype=amp_dtype, scaler=scaler, grad_clip=tc.grad_clip,
                               channels_last=tc.channels_last)
         self.epoch_meter, self.window = BatchMeter(device), BatchMeter(device)
         self._sync_every_step = device.type == "cpu"  # a sync is free on CPU: stop at the first bad loss
-        set_train_mode(self.model, cfg)
+        self.phases.enter(0)
 
     # ------------------------------------------------------------ the loop
     def run(self, resume: bool = False) -> TrainResult:
@@ -240,6 +247,9 @@ class Trainer:
         log_now = bool(log_every) and (g + 1) % log_every == 0
         group_end = plan.group_end(b)
         weight, rows = plan.loss_weight(b), None
+        phase = self.phases.phase_of(epoch, b)
+        if phase != self.phases.current:  # e.g. LP-FT unfreezes the backbone
+            self.phases.enter(phase)
         if self.dist.active:  # this rank's rows of the global batch, and their share of its loss
             n = plan.size_of(b)
             rows = (ddp.rank_rows(n, self.dist.rank, self.dist.world)[0], n)
@@ -287,7 +297,7 @@ class Trainer:
         val_ds = self.splits.val if len(self.splits.val) else self.splits.test
         with torch.random.fork_rng(devices=_rng_devices(self.device), device_type=self.device.type):
             out = quick_robustness(self.model, val_ds, self.cfg, self.device, prefix="val/")
-        set_train_mode(self.model, self.cfg)
+        self.phases.train_mode()
         return out
 
     def _clock(self) -> None:

@@ -30,7 +30,7 @@ def test_paper_grid_is_the_papers_grid(paper_runs):
     assert {round(c.threat.eps * 255, 9) for c in cfgs} == {4, 8}
     assert {c.attack.name for c in cfgs} == {"apgd", "pgd"}
     assert all(c.attack.steps == 7 and c.threat.norm == "Linf" for c in cfgs)
-    assert all(c.train.epochs == 50 and c.model.finetune == "full" and c.train.objective.name == "pgd_at"
+    assert all(c.train.epochs == 50 and c.model.regime.name == "full" and c.train.objective.name == "pgd_at"
                for c in cfgs)
     # expected robustness as the paper computes it: APGD-CE with 10 steps
     assert all(c.eval.sweep_attack == "apgd-ce" and c.eval.sweep_steps == 10 for c in cfgs)
