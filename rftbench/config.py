@@ -231,7 +231,10 @@ class TrainConfig(_Strict):
     warmup_epochs: float = Field(0.0, ge=0, le=100_000)
     grad_clip: Optional[float] = Field(None, gt=0)
     accum_steps: int = Field(1, ge=1, le=100_000)  # micro-batches (of data.batch_size) per optimizer step
-    # the samples of one optimizer step: sets accum_steps = effective_batch_size / data.batch_size
+    # the samples of one optimizer step: sets accum_steps = effective_batch_size / data.batch_size. Each
+    # micro-batch is attacked on its own; BatchNorm normalises each micro-batch with its own statistics
+    # (and updates its running statistics once per micro-batch), so only BatchNorm-free models get
+    # exactly the update of one big batch
     effective_batch_size: Optional[int] = Field(None, ge=1, le=100_000_000)
     ema: Optional["EmaConfig"] = None  # an exponential moving average of the weights
     lora_lr_scale: float = Field(1.0, gt=0)  # LoRA parameters' LR: this times train.lr
@@ -470,6 +473,25 @@ class ExperimentConfig(_Strict):
         if grid is not None and any(e < 0 for e in grid):
             raise ValueError("eval.eps_grid holds a negative eps")
         return self
+
+    @model_validator(mode="after")
+    def _effective_batch(self):
+        eff, bs, acc = self.train.effective_batch_size, self.data.batch_size, self.train.accum_steps
+        if eff is None:
+            return self
+        if eff % bs:
+            raise ValueError(f"train.effective_batch_size {eff} is not a multiple of data.batch_size {bs} (the "
+                             f"micro-batch): use a multiple, e.g. {max(1, eff // bs) * bs}")
+        if acc not in (1, eff // bs):
+            raise ValueError(f"train.accum_steps {acc} and train.effective_batch_size {eff} (= {eff // bs} "
+                             f"micro-batches of {bs}) disagree: set one of them")
+        return self
+
+    def accum_steps(self) -> int:
+        """Micro-batches (of ``data.batch_size``) per optimizer step: ``train.effective_batch_size``
+        / ``data.batch_size`` when set, else ``train.accum_steps``."""
+        eff = self.train.effective_batch_size
+        return self.train.accum_steps if eff is None else eff // self.data.batch_size
 
     def eps_grid(self) -> list[float]:
         """The evaluation eps grid (sorted, starting at 0) in pixel units."""

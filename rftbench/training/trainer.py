@@ -113,7 +113,7 @@ class Trainer:
         if tc.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.dist = ddp.current() if self.distributed else ddp.DistInfo()
-        plan = self.plan = BatchPlan(len(self.splits.train), cfg.data.batch_size, tc.accum_steps, tc.epochs)
+        plan = self.plan = BatchPlan(len(self.splits.train), cfg.data.batch_size, cfg.accum_steps(), tc.epochs)
         if self.dist.active:
             ddp.check_batches(plan, self.dist.world)
         train_model = ddp.wrap_model(self.model, device, tc.batchnorm == "sync") if self.dist.active else self.model
