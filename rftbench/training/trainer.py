@@ -44,6 +44,7 @@ from ..scheduling import create_schedule
 from .callbacks import BatchEnd, Callback, CheckpointCallback, MlflowCallback, ProgressCallback, SignalStop
 from . import distributed as ddp
 from .optim import current_lr, group_lr, lr_factor, make_lr_schedule, make_optimizer
+from .ema import WeightsEma
 from .phases import RegimePhases
 from .plan import BatchPlan, EpsController
 from .progress import TrainProgress, make_progress
@@ -145,6 +146,7 @@ class Trainer:
         self.step = TrainStep(train_model, self.objective, attack, self.optimizer, self.lr_schedule, device=device,
                               amp_dtype=amp_dtype, scaler=scaler, grad_clip=tc.grad_clip,
                               channels_last=tc.channels_last)
+        self.ema = WeightsEma(self.model.net, tc.ema) if tc.ema is not None else None
         self.epoch_meter, self.window = BatchMeter(device), BatchMeter(device)
         self._sync_every_step = device.type == "cpu"  # a sync is free on CPU: stop at the first bad loss
         self.phases.enter(0)
@@ -259,6 +261,8 @@ class Trainer:
                   meters=(self.epoch_meter, self.window), rows=rows)
         if self.step.attack is not None and eps > 0:
             self.attack_steps += 1
+        if group_end and self.ema is not None:
+            self.ema.update(self.model.net, self.step.opt_steps)
         if self._sync_every_step or log_now:
             self.raise_if_diverged()
         stats = self._window_stats(eps) if log_now else None
@@ -335,7 +339,8 @@ class Trainer:
             lr_schedule=self.lr_schedule.state_dict(), scaler=scaler.state_dict() if scaler else {}, rng=rng_state(),
             epoch=epoch, batch=next_batch, opt_steps=self.step.opt_steps, epoch_meter=(meter or self.epoch_meter).state(),
             epoch_time_s=self.epoch_time, history=self.history, attack_steps=self.attack_steps,
-            elapsed_s=time.perf_counter() - self._t_start, config=self._cfg_json)
+            elapsed_s=time.perf_counter() - self._t_start, config=self._cfg_json,
+            ema=self.ema.state_dict() if self.ema is not None else None)
 
     def save_state(self, epoch: int, next_batch: int) -> Path:
         """Write ``state.pt`` for a run to continue at (``epoch``, ``next_batch``); never after a
@@ -375,6 +380,10 @@ class Trainer:
         self.lr_schedule.load_state_dict(st.lr_schedule)
         if self.step.scaler is not None and st.scaler:
             self.step.scaler.load_state_dict(st.scaler)
+        if self.ema is not None:
+            if not st.ema:
+                raise KeyError("ema")
+            self.ema.load_state_dict(st.ema)
         set_rng_state(st.rng)
         self.start_epoch, self.start_batch = int(st.epoch), int(st.batch)
         self.history, self.attack_steps = list(st.history or []), int(st.attack_steps)
@@ -399,10 +408,12 @@ class Trainer:
         wall = time.perf_counter() - self._t_start
         self.model.eval()
         write = self.run_dir is not None and self.dist.is_main
+        weights = self.ema.finish(self.model, self.run_dir if write else None) if self.ema else {"weights": "raw"}
         ckpt = save_checkpoint(self.model, self.run_dir / "model.safetensors") if write else None
         plan = self.plan
         return TrainResult(self.model, self.history, ckpt, wall, self.attack_steps, plan.total_steps,
-                           info={"steps_per_epoch": plan.steps_per_epoch, "schedule": repr(self.schedule),
+                           info={**weights, "regime": repr(self.regime), "trainable_params": self.phases.trainable_count(),
+                                 "steps_per_epoch": plan.steps_per_epoch, "schedule": repr(self.schedule),
                                  "device": str(self.device), "resumed_from": self.resumed_from,
                                  "dropped_last_sample": plan.drop_last, "optimizer_steps": self.step.opt_steps,
                                  "epochs_reused": self.epochs_reused, "torch_threads": self.threads})

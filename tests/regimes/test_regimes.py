@@ -158,3 +158,21 @@ def test_resume_mid_probe_is_bit_identical(workdir, tmp_path, regime):
     for k, v in whole.model.net.state_dict().items():
         assert torch.equal(v, again.model.net.state_dict()[k]), k
     assert [h["train/loss"] for h in whole.history] == [h["train/loss"] for h in again.history]
+
+
+def test_the_run_records_regime_weights_and_trainable_count(workdir):
+    from rftbench.experiments.experiment import run_experiment
+    from rftbench.tracking.store import client_for
+
+    cfg = small(train__epochs=1, model__regime={"name": "lp_ft", "params": {"probe": 0.4}},
+                train__ema={"decay": 0.5, "evaluate": "both"}, train__log_mlflow_model=False)
+    res = run_experiment(cfg)
+    tags = client_for().get_run(res.run_id).data.tags
+    n_all = sum(p.numel() for p in res.train.model.net.parameters())
+    assert tags["rftbench.regime"] == "lp_ft(probe=0.4)" and tags["rftbench.weights"] == "ema"
+    assert int(tags["rftbench.trainable_params"]) == n_all  # LP-FT's last phase trains everything
+    assert res.record["train"]["regime"] == "lp_ft(probe=0.4)" and res.record["train"]["weights"] == "ema"
+    also = res.record["also_scored"]
+    assert also["weights"] == "raw" and 0 <= also["clean_accuracy"] <= 1
+    probe = small(train__epochs=1, model__regime={"name": "linear_probe"})
+    assert train(probe, run_dir=workdir / "p").info["trainable_params"] == 64 * 5 + 5  # the head of small_cnn
