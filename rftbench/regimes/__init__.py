@@ -86,6 +86,13 @@ class Regime:
         """Whether the LR schedule (warm-up, cosine) starts afresh at each boundary."""
         return False
 
+    def train_mode(self, model: Any, names: set[str]) -> None:
+        """Put ``model`` in training mode where ``names`` (the phase's parameters) train."""
+        set_train_mode(model, names)
+
+    def finish(self, model: Any) -> None:
+        """After training, before the model is saved and evaluated (e.g. merge adapters in place)."""
+
     def phase_at(self, progress: float) -> int:
         """The phase at training progress ``progress`` in [0, 1]."""
         return sum(progress >= b for b in self.boundaries())

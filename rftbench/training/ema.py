@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from torch import nn
 
@@ -38,10 +38,11 @@ class WeightsEma:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ema.module.load_state_dict(state)
 
-    def finish(self, model: Any, run_dir: Optional[Path]) -> dict[str, Any]:
-        """Put the evaluated weights into ``model`` (a PixelModel holding the raw ones) and save
-        the other set in ``run_dir``; returns ``{"weights", "other_weights", "other_checkpoint",
-        "other_model"}`` (``other_model``: the other set to score too, with ``evaluate: both``)."""
+    def finish(self, model: Any, run_dir: Optional[Path], finish: Callable[[Any], None]) -> dict[str, Any]:
+        """Put the evaluated weights into ``model`` (a PixelModel holding the raw ones), run the
+        regime's ``finish`` on both sets (e.g. merge LoRA adapters) and save the other set in
+        ``run_dir``; returns ``{"weights", "other_weights", "other_checkpoint", "other_model"}``
+        (``other_model``: the other set to score too, with ``evaluate: both``)."""
         other = copy.deepcopy(model)
         if self.cfg.evaluate == "raw":
             other.net.load_state_dict(self.state_dict())
@@ -49,6 +50,8 @@ class WeightsEma:
         else:
             model.net.load_state_dict(self.state_dict())
             scored, kept = "ema", "raw"
+        finish(model)
+        finish(other)
         path = save_checkpoint(other, run_dir / f"model_{kept}.safetensors") if run_dir is not None else None
         return {"weights": scored, "other_weights": kept, "other_checkpoint": path,
                 "other_model": other if self.cfg.evaluate == "both" else None}

@@ -13,7 +13,6 @@ import torch
 from ..config import ExperimentConfig
 from ..models import PixelModel
 from ..regimes import Regime, create_regime, head_names
-from ..regimes import set_train_mode as regime_train_mode
 
 
 def group_settings(cfg: ExperimentConfig) -> dict[str, tuple[float, float]]:
@@ -98,14 +97,14 @@ def current_lr(opt: torch.optim.Optimizer) -> float:
     return group_lr(opt, "backbone") or group_lr(opt, "head") or 0.0
 
 
-def set_train_mode(model: PixelModel, cfg: ExperimentConfig, trained: Optional[set[str]] = None) -> None:
+def set_train_mode(model: PixelModel, cfg: ExperimentConfig, trained: Optional[set[str]] = None,
+                   regime: Optional[Regime] = None) -> None:
     """Training mode for the parts of the model that train (``trained``: parameter names; None:
     phase 0 of ``cfg.model.regime``), eval mode for frozen parts (their BatchNorm statistics and
-    dropout do not change: :func:`rftbench.regimes.set_train_mode`); ``train.batchnorm: frozen``
+    dropout do not change: ``regime.train_mode``); ``train.batchnorm: frozen``
     keeps every BatchNorm on its running statistics (its affine parameters still train)."""
-    if trained is None:
-        trained = create_regime(cfg.model.regime).trainable(model, 0)
-    regime_train_mode(model, trained)
+    regime = regime if regime is not None else create_regime(cfg.model.regime)
+    regime.train_mode(model, trained if trained is not None else regime.trainable(model, 0))
     if cfg.train.batchnorm == "frozen":
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):

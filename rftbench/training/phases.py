@@ -39,7 +39,7 @@ class RegimePhases:
         self.train_mode()
 
     def train_mode(self) -> None:
-        set_train_mode(self.model, self.cfg, self.sets[self.current or 0])
+        set_train_mode(self.model, self.cfg, self.sets[self.current or 0], self.regime)
 
     def restart_steps(self) -> tuple[int, ...]:
         """Optimizer steps (0-based) at which a phase after the first starts (empty unless the

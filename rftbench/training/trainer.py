@@ -408,11 +408,16 @@ class Trainer:
         wall = time.perf_counter() - self._t_start
         self.model.eval()
         write = self.run_dir is not None and self.dist.is_main
-        weights = self.ema.finish(self.model, self.run_dir if write else None) if self.ema else {"weights": "raw"}
+        trainable = self.phases.trainable_count()
+        if self.ema is not None:
+            weights = self.ema.finish(self.model, self.run_dir if write else None, self.regime.finish)
+        else:  # (LoRA's finish merges the adapters: the saved model is a plain one of its family)
+            weights = {"weights": "raw"}
+            self.regime.finish(self.model)
         ckpt = save_checkpoint(self.model, self.run_dir / "model.safetensors") if write else None
         plan = self.plan
         return TrainResult(self.model, self.history, ckpt, wall, self.attack_steps, plan.total_steps,
-                           info={**weights, "regime": repr(self.regime), "trainable_params": self.phases.trainable_count(),
+                           info={**weights, "regime": repr(self.regime), "trainable_params": trainable,
                                  "steps_per_epoch": plan.steps_per_epoch, "schedule": repr(self.schedule),
                                  "device": str(self.device), "resumed_from": self.resumed_from,
                                  "dropped_last_sample": plan.drop_last, "optimizer_steps": self.step.opt_steps,

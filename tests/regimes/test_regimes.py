@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from resume_helpers import whole_and_resumed
 from rftbench.errors import ConfigError
 from rftbench.regimes import REGIMES, Regime, create_regime, register_regime
 from rftbench.regimes.partial import model_blocks
@@ -136,24 +137,10 @@ def test_user_regime_plugin(workdir, tmp_path):
         REGIMES.unregister("test_bias_only")
 
 
-class Stop(Exception):
-    pass
-
-
 @pytest.mark.parametrize("regime", [{"name": "lp_ft", "params": {"probe": 0.5}}, {"name": "linear_probe"}])
 def test_resume_mid_probe_is_bit_identical(workdir, tmp_path, regime):
-    from rftbench.training.callbacks import Callback
-
-    class StopAt(Callback):
-        def on_batch_end(self, trainer, done):
-            if done.step == 3:
-                raise Stop
-
     cfg = small(model__regime=regime, train__checkpoint_every_steps=1, train__optimizer="adamw", train__lr=1e-3)
-    whole = train(cfg, run_dir=tmp_path / "whole")
-    with pytest.raises(Stop):
-        train(cfg, run_dir=tmp_path / "cut", callbacks=[StopAt()])
-    again = train(cfg, run_dir=tmp_path / "cut", resume=True)
+    whole, again = whole_and_resumed(cfg, tmp_path, 3)
     assert again.info["resumed_from"] == {"epoch": 0, "batch": 3}
     for k, v in whole.model.net.state_dict().items():
         assert torch.equal(v, again.model.net.state_dict()[k]), k

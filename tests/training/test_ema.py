@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from resume_helpers import whole_and_resumed
 from rftbench.errors import ConfigError
 from rftbench.training import train
 from rftbench.training.callbacks import Callback
@@ -54,21 +55,9 @@ def test_ema_decay_outside_0_1_is_refused():
             small(train__ema={"decay": decay})
 
 
-class Stop(Exception):
-    pass
-
-
 def test_ema_resumes_bit_identical_and_raw_can_be_scored(workdir, tmp_path):
-    class StopAt(Callback):
-        def on_batch_end(self, trainer, done):
-            if done.step == 4:
-                raise Stop
-
     cfg = small(train__ema={"decay": 0.9, "evaluate": "raw"}, train__checkpoint_every_steps=1)
-    whole = train(cfg, run_dir=tmp_path / "whole")
-    with pytest.raises(Stop):
-        train(cfg, run_dir=tmp_path / "cut", callbacks=[StopAt()])
-    again = train(cfg, run_dir=tmp_path / "cut", resume=True)
+    whole, again = whole_and_resumed(cfg, tmp_path, 4)
     assert again.info["resumed_from"] == {"epoch": 0, "batch": 4} and again.info["weights"] == "raw"
     from safetensors.torch import load_file
 
