@@ -104,7 +104,7 @@ class Regime:
     def __repr__(self) -> str:
         args = [f"{k}={v:g}" for k, v in self.values.items()]
         args += [f"{k}={v!r}" for k, v in self.opts.items() if v != self.options.get(k)]
-        return f"{self.name}({','.join(args)})"
+        return f"{self.name}({','.join(args)})" if args else self.name
 
 
 def head_names(model: Any) -> set[str]:

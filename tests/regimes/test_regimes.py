@@ -163,3 +163,12 @@ def test_the_run_records_regime_weights_and_trainable_count(workdir):
     assert also["weights"] == "raw" and 0 <= also["clean_accuracy"] <= 1
     probe = small(train__epochs=1, model__regime={"name": "linear_probe"})
     assert train(probe, run_dir=workdir / "p").info["trainable_params"] == 64 * 5 + 5  # the head of small_cnn
+
+
+def test_shared_eps0_prefix_key_includes_the_regime():
+    from rftbench.training.prefix import prefix_key
+
+    keys = {prefix_key(small(model__regime=r), 1, "w") for r in
+            ({"name": "full"}, {"name": "linear_probe"}, {"name": "lp_ft", "options": {"lr": "restart"}},
+             {"name": "partial", "params": {"blocks": 2}}, {"name": "partial", "params": {"blocks": 3}})}
+    assert len(keys) == 5
