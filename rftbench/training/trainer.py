@@ -39,7 +39,7 @@ from ..errors import CheckpointError, ConfigError, RankFailedError, RftbenchErro
 from .threads import set_torch_threads
 from ..models import PixelModel, save_checkpoint
 from ..objectives import create_objective
-from ..regimes import Regime, create_regime
+from ..regimes import Regime, create_regime, set_trainable
 from ..scheduling import create_schedule
 from .callbacks import BatchEnd, Callback, CheckpointCallback, MlflowCallback, ProgressCallback, SignalStop
 from . import distributed as ddp
@@ -117,7 +117,10 @@ class Trainer:
         plan = self.plan = BatchPlan(len(self.splits.train), cfg.data.batch_size, cfg.accum_steps(), tc.epochs)
         if self.dist.active:
             ddp.check_batches(plan, self.dist.world)
-        train_model = ddp.wrap_model(self.model, device, tc.batchnorm == "sync") if self.dist.active else self.model
+        # DDP registers the parameters that require a gradient when it wraps: every one the regime ever trains
+        set_trainable(self.model, self.regime.in_optimizer(self.model))
+        train_model = (ddp.wrap_model(self.model, device, tc.batchnorm == "sync", bool(self.regime.boundaries()))
+                       if self.dist.active else self.model)
         attack = None
         if self.objective.uses_attack:
             from ..attacks import TrainAttack
