@@ -97,9 +97,11 @@ class Regime:
         """The phase at training progress ``progress`` in [0, 1]."""
         return sum(progress >= b for b in self.boundaries())
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "reference": self.reference, "params": [p.describe() for p in self.params],
-                "options": dict(self.options)}
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Name, reference, declared parameters and options (with their defaults), as plain data."""
+        return {"name": cls.name, "reference": cls.reference, "params": [p.describe() for p in cls.params],
+                "options": dict(cls.options)}
 
     def __repr__(self) -> str:
         args = [f"{k}={v:g}" for k, v in self.values.items()]

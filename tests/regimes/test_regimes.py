@@ -172,3 +172,15 @@ def test_shared_eps0_prefix_key_includes_the_regime():
             ({"name": "full"}, {"name": "linear_probe"}, {"name": "lp_ft", "options": {"lr": "restart"}},
              {"name": "partial", "params": {"blocks": 2}}, {"name": "partial", "params": {"blocks": 3}})}
     assert len(keys) == 5
+
+
+def test_regimes_list_cli(capsys):
+    import json
+
+    from rftbench.cli import main
+
+    assert main(["regimes", "list", "--json"]) == 0
+    items = {it["name"]: it for it in json.loads(capsys.readouterr().out)}
+    assert {"full", "linear_probe", "partial", "lp_ft", "lora"} <= set(items)
+    assert [p["name"] for p in items["lora"]["params"]] == ["rank", "alpha", "dropout"]
+    assert items["lp_ft"]["options"] == {"eps": "whole", "lr": "whole"}
