@@ -10,6 +10,13 @@ On the same model, data and batch size, interleaved repetitions, medians of per-
   need input gradients, so about 0.85 is reachable);
 - ``eps0_step_vs_plain_step``: rftbench's step at eps = 0 (attack skipped) over a plain
   fine-tuning step (target <= 1.10).
+- ``lora_step_vs_full_step`` and ``linear_probe_step_vs_full_step``: rftbench's PGD-k AT step
+  under the ``lora`` (default targets, rank 8) and ``linear_probe`` regimes over the same step with
+  full fine-tuning, on the same model and batch (target <= 1.0: freezing must not cost; in a
+  PGD-k step the k input-gradient passes dominate and a frozen backbone saves only part of the
+  last backward, so expect little below 1); ``lora_trainable_params_vs_full``,
+  ``linear_probe_trainable_params_vs_full`` and the ``..._optimizer_state_vs_full`` ratios
+  (bytes of optimizer state after a step) say what the regimes save in memory.
 
 CPU default: a timm ``resnet18`` (random init) at 32 px, batch 32, PGD-10, one intra-op thread:
 on a CPU shared with other jobs, multi-threaded steps stall at thread barriers whenever a
@@ -39,10 +46,15 @@ from rftbench.config import parse_config  # noqa: E402
 from rftbench.models import create_model  # noqa: E402
 from rftbench.objectives import create_objective  # noqa: E402
 from rftbench.task import resolve_device  # noqa: E402
+from rftbench.regimes import create_regime, set_trainable  # noqa: E402
 from rftbench.training import BatchMeter, TrainStep, amp_setup, make_lr_schedule, make_optimizer  # noqa: E402
+from rftbench.training.optim import set_train_mode  # noqa: E402
 
 TARGETS = {"pgd_at_step_vs_handwritten": 1.05, "pgd_at_step_vs_k_plus_1_plain_steps": 1.15,
-           "eps0_step_vs_plain_step": 1.10}
+           "eps0_step_vs_plain_step": 1.10, "lora_step_vs_full_step": 1.0, "linear_probe_step_vs_full_step": 1.0,
+           "lora_trainable_params_vs_full": 0.1, "linear_probe_trainable_params_vs_full": 0.05,
+           "lora_optimizer_state_vs_full": 0.1, "linear_probe_optimizer_state_vs_full": 0.05}
+REGIMES = {"full": {"name": "full"}, "lora": {"name": "lora", "params": {"rank": 8}}, "linear_probe": {"name": "linear_probe"}}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--no-regimes", dest="regimes", action="store_false", help="skip the regime ratios")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads on CPU (0: torch's default); see the module docstring")
     return p.parse_args(argv)
@@ -173,9 +186,68 @@ def main(argv=None) -> dict:
     for name, t in med.items():
         spread = f"{min(times[name]) * 1e3:.1f}-{max(times[name]) * 1e3:.1f}"
         print(f"  {name:<20} median {t * 1e3:9.1f} ms/step  (range {spread} ms)", file=sys.stderr)
+    if args.regimes:
+        ratios.update(regime_ratios(args, cfg, device, x, y))
     result = {key: {"ratio": round(r, 4), "target": TARGETS[key]} for key, r in ratios.items()}
     print(json.dumps(result))
     return result
+
+
+def regime_step(args, cfg, device, regime_cfg: dict):
+    """(a PGD-k TrainStep of the regime on a fresh copy of the model, trainable parameters,
+    optimizer-state bytes after one step); the same initial weights for every regime."""
+    torch.manual_seed(0)
+    model = create_model(args.model, args.num_classes, pretrained=False).to(device)
+    rcfg = cfg.model_copy(deep=True)
+    rcfg.model.regime = regime_cfg  # validate_assignment: parsed into a RegimeConfig
+    regime = create_regime(rcfg.model.regime)
+    regime.prepare(model)
+    model.to(device)
+    opt = make_optimizer(model, rcfg, regime)
+    trained = regime.trainable(model, 0)
+    set_trainable(model, trained)
+    set_train_mode(model, rcfg, trained, regime)
+    ac = cfg.attack
+    attack = TrainAttack(model, ac.name, cfg.threat.norm, ac.steps, ac.step_ratio, ac.random_start, ac.bn_mode)
+    amp_dtype, scaler = amp_setup(cfg.train.precision, device)
+    step = TrainStep(model, create_objective(cfg.train.objective), attack, opt, device=device, amp_dtype=amp_dtype,
+                     scaler=scaler, channels_last=args.channels_last)
+    n_trained = sum(p.numel() for n, p in model.net.named_parameters() if n in trained)
+    return step, n_trained, opt
+
+
+def _state_bytes(opt) -> int:
+    return sum(t.numel() * t.element_size() for st in opt.state.values() for t in st.values()
+               if isinstance(t, torch.Tensor))
+
+
+def regime_ratios(args, cfg, device, x, y) -> dict[str, float]:
+    """lora / linear_probe PGD-k step times, trainable parameters and optimizer state over full's."""
+    built = {name: regime_step(args, cfg, device, rc) for name, rc in REGIMES.items()}
+    for step, _, _ in built.values():
+        for _ in range(args.warmup):
+            step(x, y, args.eps)
+    times: dict[str, list[float]] = {name: [] for name in built}
+    names = list(built)
+    for rep in range(args.reps):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            step = built[name][0]
+            t0 = time.perf_counter()
+            for _ in range(args.pgd_steps_per_rep):
+                step(x, y, args.eps)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append((time.perf_counter() - t0) / args.pgd_steps_per_rep)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    full_n, full_state = built["full"][1], _state_bytes(built["full"][2])
+    out = {}
+    for name in ("lora", "linear_probe"):
+        out[f"{name}_step_vs_full_step"] = med[name] / med["full"]
+        out[f"{name}_trainable_params_vs_full"] = built[name][1] / full_n
+        out[f"{name}_optimizer_state_vs_full"] = _state_bytes(built[name][2]) / max(1, full_state)
+    print("  regimes: " + ", ".join(f"{n} {t * 1e3:.1f} ms/step, {built[n][1]} trainable" for n, t in med.items()),
+          file=sys.stderr)
+    return out
 
 
 if __name__ == "__main__":

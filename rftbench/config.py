@@ -115,10 +115,39 @@ class ModelConfig(_Strict):
     name: str = "small_cnn"
     pretrained: bool = True
     weights: Optional[str] = None
-    finetune: Literal["full", "linear_probe"] = "full"
+    # which parameters train, and how (a plugin of rftbench.regimes); the old spelling
+    # ``finetune: full | linear_probe`` is read as ``regime: {name: ...}``
+    regime: "RegimeConfig" = Field(default_factory=lambda: RegimeConfig())
     head_lr_scale: float = Field(1.0, gt=0)
     head_weight_decay: Optional[float] = Field(None, ge=0)  # None: train.weight_decay for the head too
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finetune_is_a_regime(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "finetune" not in data:
+            return data
+        out = dict(data)
+        old = out.pop("finetune")
+        if old not in ("full", "linear_probe"):
+            raise ValueError(f"model.finetune must be 'full' or 'linear_probe' (got {old!r}); other regimes: "
+                             f"model.regime: {{name: ...}}")
+        regime = out.get("regime")
+        name = regime if isinstance(regime, str) else (regime or {}).get("name", old)
+        if name != old:
+            raise ValueError(f"model.finetune {old!r} and model.regime {name!r} disagree; write model.regime only")
+        out["regime"] = {"name": old} if regime is None else regime
+        return out
+
+
+class RegimeConfig(_Strict):
+    """The fine-tuning regime (``rftbench regimes list``): ``name``, its declared numeric
+    ``params`` (validated against their bounds, searchable by Optuna) and its ``options``
+    (non-numeric settings such as parameter-name patterns or LoRA target modules)."""
+
+    name: str = "full"
+    params: dict[str, float] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class DataConfig(_Strict):
@@ -201,7 +230,16 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(5e-4, ge=0)
     warmup_epochs: float = Field(0.0, ge=0, le=100_000)
     grad_clip: Optional[float] = Field(None, gt=0)
-    accum_steps: int = Field(1, ge=1, le=100_000)
+    accum_steps: int = Field(1, ge=1, le=100_000)  # micro-batches (of data.batch_size) per optimizer step
+    # the samples of one optimizer step: sets accum_steps = effective_batch_size / data.batch_size. Each
+    # micro-batch is attacked on its own; BatchNorm normalises each micro-batch with its own statistics
+    # (and updates its running statistics once per micro-batch), so only BatchNorm-free models get
+    # exactly the update of one big batch
+    effective_batch_size: Optional[int] = Field(None, ge=1, le=100_000_000)
+    ema: Optional["EmaConfig"] = None  # an exponential moving average of the weights
+    lora_lr_scale: float = Field(1.0, gt=0)  # LoRA parameters' LR: this times train.lr
+    lora_weight_decay: Optional[float] = Field(None, ge=0)  # None: train.weight_decay
+    decay_norm_and_bias: bool = False  # weight decay on 1-d parameters too (norms, biases); timm's default: not
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     device: str = "auto"
@@ -234,6 +272,19 @@ class TrainConfig(_Strict):
     @classmethod
     def _objective_name(cls, v):
         return {"name": v} if isinstance(v, str) else v
+
+
+class EmaConfig(_Strict):
+    """An exponential moving average of the weights (and buffers), timm's ``ModelEmaV3``,
+    updated after every optimizer step ``t`` (1-based): ``ema = decay_t * ema + (1 - decay_t) *
+    weights`` with ``decay_t = 0`` at ``t = 1`` (a copy), then ``decay``, or with ``warmup``
+    ``min(decay, 1 - (1 + (t - 1)) ** (-2/3))`` (timm's warm-up, gamma 1, power 2/3).
+    ``evaluate``: which weights the evaluation scores (``ema``, ``raw`` or ``both``; the record
+    says which)."""
+
+    decay: float = Field(0.999, gt=0, lt=1)
+    warmup: bool = True
+    evaluate: Literal["ema", "raw", "both"] = "ema"
 
 
 class AutoAttackConfig(_Strict):
@@ -321,7 +372,8 @@ class TrackingConfig(_Strict):
     spool_max_mb: float = Field(256.0, gt=0, le=1048576)
 
 
-SEARCHABLE_TRAIN_KNOBS = ("lr", "momentum", "weight_decay", "warmup_epochs", "grad_clip")
+SEARCHABLE_TRAIN_KNOBS = ("lr", "momentum", "weight_decay", "warmup_epochs", "grad_clip", "lora_lr_scale",
+                          "lora_weight_decay")
 
 
 class SearchRange(_Strict):
@@ -421,6 +473,25 @@ class ExperimentConfig(_Strict):
         if grid is not None and any(e < 0 for e in grid):
             raise ValueError("eval.eps_grid holds a negative eps")
         return self
+
+    @model_validator(mode="after")
+    def _effective_batch(self):
+        eff, bs, acc = self.train.effective_batch_size, self.data.batch_size, self.train.accum_steps
+        if eff is None:
+            return self
+        if eff % bs:
+            raise ValueError(f"train.effective_batch_size {eff} is not a multiple of data.batch_size {bs} (the "
+                             f"micro-batch): use a multiple, e.g. {max(1, eff // bs) * bs}")
+        if acc not in (1, eff // bs):
+            raise ValueError(f"train.accum_steps {acc} and train.effective_batch_size {eff} (= {eff // bs} "
+                             f"micro-batches of {bs}) disagree: set one of them")
+        return self
+
+    def accum_steps(self) -> int:
+        """Micro-batches (of ``data.batch_size``) per optimizer step: ``train.effective_batch_size``
+        / ``data.batch_size`` when set, else ``train.accum_steps``."""
+        eff = self.train.effective_batch_size
+        return self.train.accum_steps if eff is None else eff // self.data.batch_size
 
     def eps_grid(self) -> list[float]:
         """The evaluation eps grid (sorted, starting at 0) in pixel units."""

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ObjectiveDefinitionError
-from .params import Param, declaration_problems, validate_values
-from .registry import Registry
+from .params import Param, validate_values
+from .registry import Registry, check_declared_class
 
 
 @dataclass
@@ -61,13 +61,7 @@ class Objective:
 
 def _check_objective_class(name: str, obj: Any, source: str) -> None:
     """Registry check: ``obj`` must be a well-formed Objective subclass to be registered as ``name``."""
-    where = f"objective {name!r} ({source})"
-    if not (isinstance(obj, type) and issubclass(obj, Objective)):
-        raise ObjectiveDefinitionError(f"{where} must be a subclass of rftbench.objectives.Objective, got {obj!r}.")
-    problems = declaration_problems(obj.params)
-    if problems:
-        raise ObjectiveDefinitionError(f"{where} declares bad parameters: " + "; ".join(problems) + ".")
-    obj.name = name
+    check_declared_class(name, obj, source, Objective, "objective", ObjectiveDefinitionError)
 
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective", entry_point_group="rftbench.objectives",

@@ -8,8 +8,10 @@ through Python entry points (group ``rftbench.<kind>s``) or through files loaded
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.metadata
 import importlib.util
+import pkgutil
 import inspect
 import sys
 from dataclasses import dataclass
@@ -187,3 +189,35 @@ def load_plugin_file(path: str | Path) -> None:
     except Exception as exc:
         del sys.modules[mod_name]
         raise RftbenchError(f"plugin file {p} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def import_plugin_package(package: str, kind: str, error: type[RftbenchError] = RftbenchError) -> None:
+    """Import every module of the built-in plugin package ``package`` (one file per plugin, each
+    registering itself); a module that fails to import raises ``error`` naming its file."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        module = f"{pkg.__name__}.{info.name}"
+        try:
+            importlib.import_module(module)
+        except RftbenchError:
+            raise
+        except Exception as exc:
+            raise error(f"built-in {kind} module {module} ({Path(pkg.__path__[0]) / info.name}.py) failed to "
+                        f"import: {type(exc).__name__}: {exc}") from exc
+
+
+def check_declared_class(name: str, obj: object, source: str, base: type, kind: str,
+                         error: type[RftbenchError] = RftbenchError) -> str:
+    """Registry check shared by plugin kinds that declare ``params``: ``obj`` must be a subclass
+    of ``base`` with a well-formed declaration; sets ``obj.name``. Returns the ``where`` text
+    (kind, name, source) for the kind's own further checks."""
+    from .params import declaration_problems
+
+    where = f"{kind} {name!r} ({source})"
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise error(f"{where} must be a subclass of {base.__module__}.{base.__name__}, got {obj!r}.")
+    problems = declaration_problems(obj.params)  # type: ignore[attr-defined]
+    if problems:
+        raise error(f"{where} declares bad parameters: " + "; ".join(problems) + ".")
+    obj.name = name  # type: ignore[attr-defined]
+    return where

@@ -42,14 +42,13 @@ from __future__ import annotations
 
 import importlib
 import math
-import pkgutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 from .errors import ConfigError, RftbenchError, ScheduleDefinitionError
 from .params import Param, declaration_problems, validate_values
-from .registry import Registry
+from .registry import Registry, import_plugin_package
 
 
 class Schedule:
@@ -277,18 +276,7 @@ def register_schedule(name: str):
 def _load_builtin_schedules() -> None:
     # the plugin package rftbench.schedules, one file per schedule; imported by name (it imports
     # this module, so nothing here imports it)
-    pkg = importlib.import_module("rftbench.schedules")
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        module = f"{pkg.__name__}.{info.name}"
-        try:
-            importlib.import_module(module)
-        except RftbenchError:
-            raise
-        except Exception as exc:
-            raise ScheduleDefinitionError(
-                f"built-in schedule module {module} ({Path(pkg.__path__[0]) / info.name}.py) failed to "
-                f"import: {type(exc).__name__}: {exc}") from exc
+    import_plugin_package("rftbench.schedules", "schedule", ScheduleDefinitionError)
 
 
 SCHEDULES.add_loader(_load_builtin_schedules)

@@ -1,4 +1,4 @@
-"""``rftbench schedules | models | datasets``: what is registered."""
+"""``rftbench schedules | regimes | models | datasets``: what is registered."""
 from __future__ import annotations
 
 import argparse
@@ -20,11 +20,31 @@ def cmd_schedules_list(args) -> int:
     for col in ("name", "parameters: default \\[low, high]", "source"):
         table.add_column(col)
     for it in items:
-        ps = ", ".join(f"{p['name']}={p['default']:g} \\[{p['low']:g}, {p['high']:g}]"
-                       + (" int" if p["kind"] == "int" else "") + (" log" if p["log"] else "")
-                       for p in it["params"])
         source = f"built-in: rftbench/schedules/{Path(it['source']).name}" if it["origin"] == "built-in" else it["source"]
-        table.add_row(it["name"], ps or "-", source)
+        table.add_row(it["name"], _params_text(it["params"]), source)
+    console().print(table)
+    return 0
+
+
+def _params_text(params: list[dict]) -> str:
+    """Declared parameters as ``name=default [low, high] int log``, comma-separated."""
+    return ", ".join(f"{p['name']}={p['default']:g} \\[{p['low']:g}, {p['high']:g}]"
+                     + (" int" if p["kind"] == "int" else "") + (" log" if p["log"] else "") for p in params) or "-"
+
+
+def cmd_regimes_list(args) -> int:
+    from ..regimes import REGIMES
+
+    items = [{**e.obj.describe(), "name": e.name, "source": e.source} for e in REGIMES.entries()]
+    if args.json:
+        print_json(items)
+        return 0
+    table = Table(title="fine-tuning regimes (model.regime)")
+    for col in ("name", "parameters: default \\[low, high]", "options", "source"):
+        table.add_column(col)
+    for it in items:
+        opts = ", ".join(f"{k}={v!r}" for k, v in it["options"].items()) or "-"
+        table.add_row(it["name"], _params_text(it["params"]), opts, it["source"])
     console().print(table)
     return 0
 
@@ -105,6 +125,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--total-steps", type=int, default=1000, help="steps (or epochs) the schedule is sampled at")
     add_json_flag(sp)
     sp.set_defaults(func=cmd_schedules_plot)
+
+    rg = sub.add_parser("regimes", help="fine-tuning regime plugins (which parameters train)")
+    rgl = rg.add_subparsers(dest="regimes_command", required=True).add_parser("list")
+    add_json_flag(rgl)
+    rgl.set_defaults(func=cmd_regimes_list)
 
     mo = sub.add_parser("models", help="the model registry")
     mosub = mo.add_subparsers(dest="models_command", required=True)

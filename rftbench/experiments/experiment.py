@@ -206,9 +206,14 @@ def _log_training(tracker: Tracker, result: TrainResult) -> None:
     tracker.log_metrics({"train/wall_time_s": result.wall_time_s, "train/attack_steps": result.attack_steps,
                          "train/total_steps": result.total_steps,
                          "train/attack_fraction": result.attack_steps / max(1, result.total_steps)})
-    tracker.set_tags({"rftbench.weights_sha256": weights_sha256(result.model)})
+    info = result.info
+    tracker.set_tags({"rftbench.weights_sha256": weights_sha256(result.model), "rftbench.weights": info["weights"],
+                      "rftbench.regime": info["regime"], "rftbench.trainable_params": info["trainable_params"]})
     tracker.log_artifact(result.checkpoint, "model")
     tracker.log_artifact(Path(str(result.checkpoint) + ".json"), "model")
+    if info.get("other_checkpoint") is not None:  # the EMA's or the raw weights, whichever was not scored
+        tracker.log_artifact(info["other_checkpoint"], "model")
+        tracker.log_artifact(Path(str(info["other_checkpoint"]) + ".json"), "model")
 
 
 def _evaluate_and_log(tracker: Tracker, cfg: ExperimentConfig, task: Task, result: TrainResult,
@@ -219,8 +224,16 @@ def _evaluate_and_log(tracker: Tracker, cfg: ExperimentConfig, task: Task, resul
         state.unlink(missing_ok=True)
     record = evaluate_model(result.model, task.splits.split(split), cfg, device=task.device,
                             dataset_name=cfg.data.name, split=split, state_path=state)
+    info = result.info
     record.data["train"] = {"wall_time_s": result.wall_time_s, "attack_steps": result.attack_steps,
-                            "total_steps": result.total_steps, "schedule": result.info["schedule"]}
+                            "total_steps": result.total_steps, "schedule": info["schedule"], "regime": info["regime"],
+                            "trainable_params": info["trainable_params"], "weights": info["weights"]}
+    if info.get("other_model") is not None:  # train.ema.evaluate: both
+        other = evaluate_model(info["other_model"], task.splits.split(split), cfg, device=task.device,
+                               dataset_name=cfg.data.name, split=split)
+        record.data["also_scored"] = {"weights": info["other_weights"], "clean_accuracy": other["clean_accuracy"],
+                                      "expected_robustness": other["expected_robustness"],
+                                      "autoattack": other["autoattack"]}
     record.data["mlflow_run_id"] = tracker.run_id
     log_record_metrics(tracker, record, step=cfg.train.epochs if split != "test" else 0)
     tracker.set_tags({**_record_tags(record), **leaderboard_tags(record)})

@@ -18,13 +18,14 @@ def load_plugins(cfg: ExperimentConfig) -> None:
 
 def validate_names(cfg: ExperimentConfig) -> None:
     """Raise the registry's clear error (known names, a close match) for the first unknown
-    model, dataset, augmentation preset, schedule, objective, sweep attack or ER distribution in
+    model, dataset, augmentation preset, schedule, regime, objective, sweep attack or ER distribution in
     ``cfg``; also validates the schedule's and the objective's parameters against their declarations."""
     from ..attacks import SWEEP_ATTACKS
     from ..data import DATASETS
     from ..evaluation.metrics import resolve_distribution
     from ..models import check_model_name
     from ..objectives import create_objective
+    from ..regimes import create_regime
     from ..scheduling import create_schedule
 
     load_plugins(cfg)
@@ -32,6 +33,7 @@ def validate_names(cfg: ExperimentConfig) -> None:
     DATASETS.get(cfg.data.name)
     _check_augment(cfg)
     create_schedule(cfg.schedule.name, cfg.schedule.params)
+    create_regime(cfg.model.regime)  # its params and options; whether it fits the model: the Trainer
     create_objective(cfg.train.objective)
     for name in ([cfg.eval.sweep_attack] if isinstance(cfg.eval.sweep_attack, str) else cfg.eval.sweep_attack):
         SWEEP_ATTACKS.get(name)

@@ -22,7 +22,8 @@ differing training key does. Rows of one group whose settings differ carry ``dif
 each key that varies within the group, the row's own value, then `` vs `` the other values
 of the same schedule's rows, e.g. ``train.epochs 20 vs 2; n_aa 100 vs 10``.
 
-Runs are grouped by setting (``group_by``, default model, dataset, norm, target eps, objective)
+Runs are grouped by setting (``group_by``, default model, dataset, norm, target eps, objective,
+fine-tuning regime)
 and always by what makes numbers comparable (split, ER definition, test subset hash), then
 aggregated to one row per schedule (name + parameters) and setting: mean, std and n over seeds, a 95%
 bootstrap CI over test samples (:mod:`rftbench.results.stats`), a 95% t-interval over seeds where
@@ -45,7 +46,7 @@ from ..evaluation.sample_summary import TAG as SAMPLE_TAG, SampleSummary, decode
 from ..tracking.store import client_for
 
 METRICS = {"clean": "acc_clean", "pgd": "acc_sweep", "aa": "acc_autoattack", "er": "expected_robustness"}
-DEFAULT_GROUP_BY = ("model", "dataset", "norm", "eps", "objective")
+DEFAULT_GROUP_BY = ("model", "dataset", "norm", "eps", "objective", "regime")
 COMPARABLE = ("split", "er_name", "subset")
 # config keys that do not change what a run computes (as rftbench.training.state.RESUME_MAY_DIFFER,
 # plus MLflow model logging and the thread count); eval.* is the evaluation's identity instead
@@ -101,6 +102,12 @@ def _label(name: str, params: dict[str, str]) -> str:
     return f"{name}({inner})" if inner else name
 
 
+def _regime_label(p: dict[str, str]) -> str:
+    """A run's fine-tuning regime from its params (runs from before regimes: ``model.finetune``)."""
+    name = p.get("model.regime.name") or p.get("model.finetune") or "full"
+    return _label(name, _prefixed(p, "model.regime.params."))
+
+
 def _prefixed(p: dict[str, str], prefix: str) -> dict[str, str]:
     return {k[len(prefix):]: v for k, v in p.items() if k.startswith(prefix)}
 
@@ -135,6 +142,8 @@ def _run_row(r: Any) -> dict[str, Any]:
         "eps": _float(t.get("rftbench.eps", p.get("threat.eps"))),
         "objective": _label(p.get("train.objective.name", "?"), _prefixed(p, "train.objective.params.")),
         "schedule": _label(t.get("rftbench.schedule", p.get("schedule.name", "?")), _prefixed(p, "schedule.params.")),
+        "regime": t.get("rftbench.regime") or _regime_label(p),
+        "trainable_params": _float(t.get("rftbench.trainable_params")),
         "seed": p.get("seed", "?"), "split": split, "er_name": t.get("rftbench.er_name", "?"),
         "subset": t.get("rftbench.subset_sha256", "?"), "weights_sha256": t.get("rftbench.weights_sha256", ""),
         "setting": _digest(ident), "config_sha256": _digest({**ident, "seed": p.get("seed"),
@@ -161,8 +170,8 @@ def _digest(d: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-_LINKED = ("model", "objective", "schedule", "seed", "setting", "config_sha256", "train_wall_s", "attack_fraction",
-           "attack_passes")
+_LINKED = ("model", "objective", "schedule", "regime", "trainable_params", "seed", "setting", "config_sha256",
+           "train_wall_s", "attack_fraction", "attack_passes")
 
 
 def _inherit_params(ev_params: dict[str, str], train_params: dict[str, str]) -> dict[str, str]:

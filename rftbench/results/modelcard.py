@@ -77,16 +77,27 @@ def model_info(record: dict[str, Any], run: Any) -> dict[str, Any]:
         "architecture": (record["model"].get("arch") or {}).get("name", p.get("model.name")),
         "eps": f"{tm['target_eps'] * 255:g}/255", "clean_acc": f"{100 * record['clean_accuracy']:.2f}",
         "reported": f"{100 * aa['accuracy']:.2f}", "autoattack_acc": f"{100 * aa['accuracy']:.2f}",
-        "footnote": (f"rftbench robust fine-tuning, schedule {p.get('schedule.name', '?')} "
+        "footnote": (f"rftbench robust fine-tuning ({_regime_of(record, run)}), schedule {p.get('schedule.name', '?')} "
                      f"{json.dumps({k[16:]: v for k, v in p.items() if k.startswith('schedule.params.')})}; "
                      f"AutoAttack {aa['version']} on {aa['n_samples']} {record['split']} samples "
                      f"(subset sha256 {record['subset']['indices_sha256'][:12]}); ER {record['expected_robustness']['name']}"
                      f" = {100 * record['expected_robustness']['value']:.2f}%."),
     })
     info["threat_model"] = tm.get("norm", p.get("threat.norm"))
+    train = record.get("train") or {}
     info["rftbench"] = {"mlflow_run_id": run.info.run_id, "weights_sha256": record["model"].get("weights_sha256"),
-                        "certified": record["certified"], "versions": record.get("versions")}
+                        "certified": record["certified"], "versions": record.get("versions"),
+                        "regime": _regime_of(record, run), "trainable_params": train.get("trainable_params"),
+                        "weights": train.get("weights", "raw")}
     return info
+
+
+def _regime_of(record: dict[str, Any], run: Any) -> str:
+    """The fine-tuning regime (``lora(rank=8,...)``: a LoRA run, its adapters merged into the
+    exported weights); runs from before regimes say ``model.finetune`` or are full fine-tuning."""
+    p = run.data.params
+    return ((record.get("train") or {}).get("regime") or run.data.tags.get("rftbench.regime")
+            or p.get("model.regime.name") or p.get("model.finetune") or "full")
 
 
 def export_model_card(run_id: str, out: str | Path, *, uri: str | None = None) -> Path:

@@ -68,6 +68,7 @@ def _seed_table(ev: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                 n_samples=("n_samples", "min"), train_wall_s=("train_wall_s", "mean"),
                 attack_fraction=("attack_fraction", "mean"), attack_passes=("attack_passes", "mean"),
                 n_evals=("n_evals", "sum"), run_ids=("run_id", lambda s: ",".join(s)),
+                **({"trainable_params": ("trainable_params", "mean")} if "trainable_params" in ev else {}),
                 warnings=("warnings", lambda s: " | ".join(sorted({w for w in s if w}))))
     agg = agg.reset_index()
     for m in STATS:

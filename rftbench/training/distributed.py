@@ -231,9 +231,12 @@ class ShardedBatchSampler(torch.utils.data.Sampler[list[int]]):
         return self.plan.steps_per_epoch - self.first_batch
 
 
-def wrap_model(model: Any, device: torch.device, sync_batchnorm: bool) -> torch.nn.parallel.DistributedDataParallel:
+def wrap_model(model: Any, device: torch.device, sync_batchnorm: bool,
+               find_unused: bool = False) -> torch.nn.parallel.DistributedDataParallel:
     """``model`` (a PixelModel) for the objective's forward: its BatchNorm layers converted to
-    SyncBatchNorm first when asked (in place, the same parameters), then wrapped in DDP."""
+    SyncBatchNorm first when asked (in place, the same parameters), then wrapped in DDP, which
+    all-reduces the parameters that require a gradient now; ``find_unused``: some of them go
+    without one in some steps (a regime whose trained set changes, e.g. LP-FT's probe phase)."""
     if sync_batchnorm:
         if device.type != "cuda":
             from ..errors import ConfigError
@@ -242,7 +245,7 @@ def wrap_model(model: Any, device: torch.device, sync_batchnorm: bool) -> torch.
                               "train.batchnorm: local (per-process statistics) or frozen.")
         model.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.net)
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
 
 def _device() -> torch.device:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from ..scheduling import Schedule
 
@@ -60,13 +60,21 @@ class BatchPlan:
 
 
 class EpsController:
-    """Maps the trainer's position to eps (pixel units) through the schedule, per step or per epoch."""
+    """Maps the trainer's position to eps (pixel units) through the schedule, per step or per epoch.
 
-    def __init__(self, schedule: Schedule, target_eps: float, granularity: str, steps_per_epoch: int, epochs: int):
+    ``progress_map`` (e.g. an LP-FT regime's ``eps_progress``) moves training progress in [0, 1]
+    to the schedule's own progress (None: eps = 0 there); None: the schedule sees training as is."""
+
+    def __init__(self, schedule: Schedule, target_eps: float, granularity: str, steps_per_epoch: int, epochs: int,
+                 progress_map: Optional[Callable[[float], Optional[float]]] = None):
         self.schedule, self.target = schedule, target_eps
         self.granularity, self.spe, self.epochs = granularity, steps_per_epoch, epochs
+        self.progress_map = progress_map
 
     def eps(self, epoch: int, batch: int) -> float:
-        if self.granularity == "epoch":
-            return self.schedule.eps_at(epoch, self.epochs, self.target)
-        return self.schedule.eps_at(epoch * self.spe + batch, self.epochs * self.spe, self.target)
+        step, total = (epoch, self.epochs) if self.granularity == "epoch" else (epoch * self.spe + batch,
+                                                                                self.epochs * self.spe)
+        if self.progress_map is None:
+            return self.schedule.eps_at(step, total, self.target)
+        moved = self.progress_map(step / total)
+        return 0.0 if moved is None else self.schedule.eps_at(moved * total, total, self.target)

@@ -112,6 +112,7 @@ class TrainingState:
     attack_steps: int = 0
     elapsed_s: float = 0.0
     config: str = ""
+    ema: dict[str, torch.Tensor] | None = None  # the weights' moving average (train.ema)
     format: int = STATE_FORMAT
 
     def save(self, path: str | Path) -> Path:

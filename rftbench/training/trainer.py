@@ -39,10 +39,13 @@ from ..errors import CheckpointError, ConfigError, RankFailedError, RftbenchErro
 from .threads import set_torch_threads
 from ..models import PixelModel, save_checkpoint
 from ..objectives import create_objective
+from ..regimes import Regime, create_regime, set_trainable
 from ..scheduling import create_schedule
 from .callbacks import BatchEnd, Callback, CheckpointCallback, MlflowCallback, ProgressCallback, SignalStop
 from . import distributed as ddp
-from .optim import current_lr, group_lr, lr_factor, make_lr_schedule, make_optimizer, set_train_mode
+from .optim import current_lr, group_lr, lr_factor, make_lr_schedule, make_optimizer
+from .ema import WeightsEma
+from .phases import RegimePhases
 from .plan import BatchPlan, EpsController
 from .progress import TrainProgress, make_progress
 from .state import STATE_FILE, TrainingState, resume_config, rng_state, set_rng_state
@@ -104,15 +107,20 @@ class Trainer:
         amp_dtype, scaler = amp_setup(tc.precision, device)
         self.schedule = create_schedule(cfg.schedule.name, cfg.schedule.params)
         self.objective = create_objective(tc.objective)
+        self.regime = create_regime(cfg.model.regime)
+        self.regime.prepare(self.model)  # a regime that does not fit the model fails before any work
         if len(self.splits.train) == 0:
             raise ConfigError(f"dataset {cfg.data.name!r} has an empty training split.")
         if tc.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.dist = ddp.current() if self.distributed else ddp.DistInfo()
-        plan = self.plan = BatchPlan(len(self.splits.train), cfg.data.batch_size, tc.accum_steps, tc.epochs)
+        plan = self.plan = BatchPlan(len(self.splits.train), cfg.data.batch_size, cfg.accum_steps(), tc.epochs)
         if self.dist.active:
             ddp.check_batches(plan, self.dist.world)
-        train_model = ddp.wrap_model(self.model, device, tc.batchnorm == "sync") if self.dist.active else self.model
+        # DDP registers the parameters that require a gradient when it wraps: every one the regime ever trains
+        set_trainable(self.model, self.regime.in_optimizer(self.model))
+        train_model = (ddp.wrap_model(self.model, device, tc.batchnorm == "sync", bool(self.regime.boundaries()))
+                       if self.dist.active else self.model)
         attack = None
         if self.objective.uses_attack:
             from ..attacks import TrainAttack
@@ -130,17 +138,21 @@ class Trainer:
             self.loader = DataLoader(self.splits.train, batch_size=plan.batch_size, sampler=self.sampler,
                                      num_workers=cfg.data.num_workers, drop_last=plan.drop_last,
                                      pin_memory=device.type == "cuda", generator=self.loader_gen)
-        self.optimizer = make_optimizer(self.model, cfg)
+        self.phases = RegimePhases(self.regime, self.model, plan, cfg)
+        self.optimizer = make_optimizer(self.model, cfg, self.regime)
         self.warmup_steps = round(tc.warmup_epochs * plan.opt_steps_per_epoch)
-        self.lr_schedule = make_lr_schedule(self.optimizer, plan.epochs * plan.opt_steps_per_epoch, self.warmup_steps)
+        self.lr_schedule = make_lr_schedule(self.optimizer, plan.epochs * plan.opt_steps_per_epoch, self.warmup_steps,
+                                            self.phases.restart_steps())
+        moved = self.regime.eps_progress if type(self.regime).eps_progress is not Regime.eps_progress else None
         self.eps_ctl = EpsController(self.schedule, cfg.threat.eps, cfg.schedule.granularity,
-                                     plan.steps_per_epoch, plan.epochs)
+                                     plan.steps_per_epoch, plan.epochs, moved)
         self.step = TrainStep(train_model, self.objective, attack, self.optimizer, self.lr_schedule, device=device,
                               amp_dtype=amp_dtype, scaler=scaler, grad_clip=tc.grad_clip,
                               channels_last=tc.channels_last)
+        self.ema = WeightsEma(self.model.net, tc.ema) if tc.ema is not None else None
         self.epoch_meter, self.window = BatchMeter(device), BatchMeter(device)
         self._sync_every_step = device.type == "cpu"  # a sync is free on CPU: stop at the first bad loss
-        set_train_mode(self.model, cfg)
+        self.phases.enter(0)
 
     # ------------------------------------------------------------ the loop
     def run(self, resume: bool = False) -> TrainResult:
@@ -240,6 +252,9 @@ class Trainer:
         log_now = bool(log_every) and (g + 1) % log_every == 0
         group_end = plan.group_end(b)
         weight, rows = plan.loss_weight(b), None
+        phase = self.phases.phase_of(epoch, b)
+        if phase != self.phases.current:  # e.g. LP-FT unfreezes the backbone
+            self.phases.enter(phase)
         if self.dist.active:  # this rank's rows of the global batch, and their share of its loss
             n = plan.size_of(b)
             rows = (ddp.rank_rows(n, self.dist.rank, self.dist.world)[0], n)
@@ -249,6 +264,8 @@ class Trainer:
                   meters=(self.epoch_meter, self.window), rows=rows)
         if self.step.attack is not None and eps > 0:
             self.attack_steps += 1
+        if group_end and self.ema is not None:
+            self.ema.update(self.model.net, self.step.opt_steps)
         if self._sync_every_step or log_now:
             self.raise_if_diverged()
         stats = self._window_stats(eps) if log_now else None
@@ -287,7 +304,7 @@ class Trainer:
         val_ds = self.splits.val if len(self.splits.val) else self.splits.test
         with torch.random.fork_rng(devices=_rng_devices(self.device), device_type=self.device.type):
             out = quick_robustness(self.model, val_ds, self.cfg, self.device, prefix="val/")
-        set_train_mode(self.model, self.cfg)
+        self.phases.train_mode()
         return out
 
     def _clock(self) -> None:
@@ -325,7 +342,8 @@ class Trainer:
             lr_schedule=self.lr_schedule.state_dict(), scaler=scaler.state_dict() if scaler else {}, rng=rng_state(),
             epoch=epoch, batch=next_batch, opt_steps=self.step.opt_steps, epoch_meter=(meter or self.epoch_meter).state(),
             epoch_time_s=self.epoch_time, history=self.history, attack_steps=self.attack_steps,
-            elapsed_s=time.perf_counter() - self._t_start, config=self._cfg_json)
+            elapsed_s=time.perf_counter() - self._t_start, config=self._cfg_json,
+            ema=self.ema.state_dict() if self.ema is not None else None)
 
     def save_state(self, epoch: int, next_batch: int) -> Path:
         """Write ``state.pt`` for a run to continue at (``epoch``, ``next_batch``); never after a
@@ -365,6 +383,10 @@ class Trainer:
         self.lr_schedule.load_state_dict(st.lr_schedule)
         if self.step.scaler is not None and st.scaler:
             self.step.scaler.load_state_dict(st.scaler)
+        if self.ema is not None:
+            if not st.ema:
+                raise KeyError("ema")
+            self.ema.load_state_dict(st.ema)
         set_rng_state(st.rng)
         self.start_epoch, self.start_batch = int(st.epoch), int(st.batch)
         self.history, self.attack_steps = list(st.history or []), int(st.attack_steps)
@@ -389,10 +411,17 @@ class Trainer:
         wall = time.perf_counter() - self._t_start
         self.model.eval()
         write = self.run_dir is not None and self.dist.is_main
+        trainable = self.phases.trainable_count()
+        if self.ema is not None:
+            weights = self.ema.finish(self.model, self.run_dir if write else None, self.regime.finish)
+        else:  # (LoRA's finish merges the adapters: the saved model is a plain one of its family)
+            weights = {"weights": "raw"}
+            self.regime.finish(self.model)
         ckpt = save_checkpoint(self.model, self.run_dir / "model.safetensors") if write else None
         plan = self.plan
         return TrainResult(self.model, self.history, ckpt, wall, self.attack_steps, plan.total_steps,
-                           info={"steps_per_epoch": plan.steps_per_epoch, "schedule": repr(self.schedule),
+                           info={**weights, "regime": repr(self.regime), "trainable_params": trainable,
+                                 "steps_per_epoch": plan.steps_per_epoch, "schedule": repr(self.schedule),
                                  "device": str(self.device), "resumed_from": self.resumed_from,
                                  "dropped_last_sample": plan.drop_last, "optimizer_steps": self.step.opt_steps,
                                  "epochs_reused": self.epochs_reused, "torch_threads": self.threads})

@@ -30,7 +30,7 @@ def test_paper_grid_is_the_papers_grid(paper_runs):
     assert {round(c.threat.eps * 255, 9) for c in cfgs} == {4, 8}
     assert {c.attack.name for c in cfgs} == {"apgd", "pgd"}
     assert all(c.attack.steps == 7 and c.threat.norm == "Linf" for c in cfgs)
-    assert all(c.train.epochs == 50 and c.model.finetune == "full" and c.train.objective.name == "pgd_at"
+    assert all(c.train.epochs == 50 and c.model.regime.name == "full" and c.train.objective.name == "pgd_at"
                for c in cfgs)
     # expected robustness as the paper computes it: APGD-CE with 10 steps
     assert all(c.eval.sweep_attack == "apgd-ce" and c.eval.sweep_steps == 10 for c in cfgs)
@@ -46,7 +46,11 @@ def test_paper_grid_is_the_papers_grid(paper_runs):
 def test_earlier_benchmark_grid():
     runs = expand_grid(load_grid_spec(BENCH / "rft_benchmark_grid.yaml"), "rft_benchmark_grid.yaml")
     cfgs = [r.config for r in runs]
-    assert len(runs) == 48
+    assert len(runs) == 144
+    regimes = {(c.model.regime.name, c.train.epochs) for c in cfgs}
+    assert regimes == {("full", 5), ("full", 50), ("linear_probe", 50)}
+    assert all(c.train.optimizer == "adamw" and c.accum_steps() * c.data.batch_size == 1024 for c in cfgs)
+    assert all(c.model.head_lr_scale != 1.0 and c.model.head_weight_decay != c.train.weight_decay for c in cfgs)
     assert {c.data.name for c in cfgs} == {"caltech101", "fgvc_aircraft", "flowers102", "oxford_pet", "stanford_cars",
                                            "imagefolder"}
     assert {c.data.root for c in cfgs if c.data.name == "imagefolder"} == {"$RFTBENCH_DATA/UCMerced_LandUse/Images"}
@@ -121,3 +125,11 @@ def test_a_toy_grid_trains_on_registry_datasets_and_logs_to_mlflow(workdir, monk
         local = client.download_artifacts(r["run_id"], "splits.json", str(workdir / r["name"]))
         info = json.load(open(local))
         assert info["normalised"] is False and len(info["test_indices_sha256"]) == 64
+
+
+def test_digits_regimes_grid():
+    runs = expand_grid(load_grid_spec(BENCH / "digits_regimes.yaml"), "digits_regimes.yaml")
+    cfgs = [r.config for r in runs]
+    assert len(runs) == 16 == len({r.name for r in runs})
+    assert {c.model.regime.name for c in cfgs} == {"full", "linear_probe", "partial", "lp_ft"}
+    assert {c.schedule.name for c in cfgs} == {"constant", "epsilon_scheduling"} and {c.seed for c in cfgs} == {0, 1}

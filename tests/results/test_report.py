@@ -126,6 +126,8 @@ def test_model_card_for_a_certified_run_and_refusal_otherwise(runs, tmp_path, ca
     assert card["clean_acc"] == f"{100 * rec['clean_accuracy']:.2f}"
     assert card["autoattack_acc"] == f"{100 * rec['autoattack']['accuracy']:.2f}"
     assert card["eps"] == "51/255" and card["dataset"] == "digits" and card["threat_model"] == "Linf"
+    assert card["rftbench"]["regime"] == "full" and "fine-tuning (full)" in card["footnote"]
+    assert card["rftbench"]["weights"] == "raw" and card["rftbench"]["trainable_params"] > 0
     from safetensors.torch import load_file
 
     assert load_file(str(out / "model.safetensors"))
