@@ -156,10 +156,17 @@ def threat_metrics(th: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _without_seeds(d: Any) -> Any:
+    """A definition without its ``seed`` keys: seeds are averaged over, not separate definitions."""
+    if isinstance(d, dict):
+        return {k: _without_seeds(v) for k, v in d.items() if k != "seed"}
+    return d
+
+
 def threat_definitions(record_data: dict[str, Any]) -> dict[str, str]:
     """Per threat key (and ``union``, ``corruptions``), a digest of its definition (settings):
     numbers of one key are comparable across runs only where the digests are equal."""
-    entries = record_data["settings"]["threats"]["list"]
+    entries = [_without_seeds(e) for e in record_data["settings"]["threats"]["list"]]
     out = {e["key"]: hashlib.sha256(json.dumps(e, sort_keys=True).encode()).hexdigest()[:12] for e in entries}
     norms = sorted(v for k, v in out.items() if k != "corruptions")
     if norms:
