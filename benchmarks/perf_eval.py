@@ -7,7 +7,12 @@
     per-sample seeded starts): identical flags after the nesting rule required;
 (c) rftbench's AutoAttack evaluation (``run_pyautoattack``: one attack at a time with a
     per-attack breakdown) vs calling pyautoattack's ``run_standard_evaluation`` directly
-    (identical robust accuracy and per-sample flags required).
+    (identical robust accuracy and per-sample flags required);
+(d) ``threats_pruned_vs_naive``: the norm sweeps of a threats record (Linf PGD-10, L2 PGD-10, L1
+    APGD-CE-10, 5 eps each) pruned vs the libraries per eps on every sample (torchattacks' PGD /
+    PGDL2, pyautoattack's L1 APGD from the same per-sample starts): identical flags required;
+(e) ``corruption_cache_hit_vs_miss``: 15 corruptions at severity 3 read from the corruption cache
+    vs computed by imagecorruptions-imaug (same content hashes required).
 
 The model is the embedded pretrained small CNN, adversarially fine-tuned briefly on digits 5-9
 (so that some samples survive), built once through ``rftbench.task.build_task``. Each side
@@ -16,7 +21,7 @@ threads (default 1) and the ratios compare the CPU time of this process (with on
 work done, not the time other processes held the cores; wall times are printed beside). The
 last line printed is one JSON object ``{"<what>": {"ratio": r, "target": t}, ...}``.
 
-    python benchmarks/perf_eval.py [--repeats 2] [--aa-samples 24] [--threads 1]
+    python benchmarks/perf_eval.py [--repeats 2] [--aa-samples 24] [--threads 1] [--threat-samples 64] [--only KEY,..]
 """
 from __future__ import annotations
 
@@ -201,11 +206,87 @@ def bench_autoattack(model, test, n: int, repeats: int) -> dict:
     return {"ratio": co / cd, "target": 1.05}
 
 
+def _naive_threat_sweep(model, x, y, idx, norm: str, grid, steps: int, ratio: float):
+    """Every eps attacks every sample with the library itself: torchattacks' PGD / PGDL2 (Linf, L2)
+    or pyautoattack's L1 APGD-CE from the sweep's per-sample starts (L1); raw flags (n, grid)."""
+    from rftbench.attacks.l1 import PyAutoAttackAPGDL1, l1_starts
+
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+    cols = [clean]
+    for eps in grid[1:]:
+        if norm == "L1":
+            t = l1_starts(idx, x.shape[1:], eps=eps, restart=0, seed=0)
+            cols.append(PyAutoAttackAPGDL1(model, eps, steps).run_from(x, y, t) & clean)
+            continue
+        cls = torchattacks.PGD if norm == "Linf" else torchattacks.PGDL2
+        adv = cls(model, eps=eps, alpha=ratio * eps, steps=steps, random_start=False)(x, y)
+        with torch.no_grad():
+            cols.append((model(adv).argmax(1) == y) & clean)
+    return torch.stack(cols, 1).numpy()
+
+
+THREATS = (("Linf", "pgd", [0.1 * i / 4 for i in range(5)]), ("L2", "pgd", [1.5 * i / 4 for i in range(5)]),
+           ("L1", "apgd-ce", [8.0 * i / 4 for i in range(5)]))
+
+
+def bench_threats(model, test, n: int, repeats: int) -> dict:
+    """(d): every norm sweep of a threats record (Linf PGD, L2 PGD, L1 APGD-CE; 5 eps each), pruned,
+    vs the libraries called per eps on every sample; identical flags after the nesting rule."""
+    from rftbench.attacks import SweepSettings
+    from rftbench.attacks.pruned import pruned_sweep
+
+    x, y, idx = test.images[:n], test.labels[:n], np.arange(n)
+    steps, ratio = 10, 0.25
+    sets = [(norm, SweepSettings(a, norm, steps=steps, step_ratio=ratio if a == "pgd" else None), g)
+            for norm, a, g in THREATS]
+
+    def pruned():
+        return np.concatenate([pruned_sweep(model, [(x, y, idx)], g, st) for _, st, g in sets], 1)
+
+    def naive():
+        return np.concatenate([_naive_threat_sweep(model, x, y, idx, norm, g, steps, ratio) for norm, _, g in sets], 1)
+
+    from rftbench.attacks.pruned import apply_nesting
+
+    t_pruned, t_naive, fp, fn = side_by_side(pruned, naive, repeats)
+    nested = np.concatenate([apply_nesting(fn[:, 5 * k:5 * k + 5]) for k in range(len(sets))], 1)
+    if not np.array_equal(fp, nested):
+        raise SystemExit("pruned threat sweeps differ from the naive per-eps library loops with the nesting rule")
+    for k, (norm, st, g) in enumerate(sets):
+        print(f"(d) {norm} {st.describe()} on {n} samples: accuracy "
+              f"{' '.join(f'{a:.3f}' for a in fp[:, 5 * k:5 * k + 5].mean(0))} (identical, naive + nesting)")
+    (wn, cn), (wp, cp) = best(t_naive), best(t_pruned)
+    print(f"    naive library loops {wn:.2f} s wall / {cn:.2f} s CPU, pruned sweeps {wp:.2f} s wall / {cp:.2f} s CPU")
+    return {"ratio": cp / cn, "target": 0.5}
+
+
+def bench_corruption_cache(test, n: int) -> dict:
+    """(e): corrupted copies of ``n`` samples (15 corruptions at severity 3) from the cache vs computing
+    them (a cold cache); the hit returns the same images (same content hashes)."""
+    from rftbench.evaluation.corruptions import CorruptionCache, corruption_names
+
+    x, idx = test.images[:n], np.arange(n)
+    names = corruption_names("all")
+    with tempfile.TemporaryDirectory() as d:
+        cache = CorruptionCache(Path(d))
+        CorruptionCache(None).get(x[:1], idx[:1], "glass_blur", 3, 0)  # numba compiles glass_blur once: not timed
+        (wm, cm), miss = timed(lambda: [cache.get(x, idx, c, 3, 0)[1] for c in names])
+        (wh, ch), hit = timed(lambda: [cache.get(x, idx, c, 3, 0)[1] for c in names])
+    if miss != hit or cache.hits != len(names):
+        raise SystemExit("the corruption cache returned other images than it stored")
+    print(f"(e) {len(names)} corruptions x {n} samples at severity 3: computed {wm:.2f} s wall / {cm:.2f} s CPU, "
+          f"from the cache {wh:.3f} s wall / {ch:.3f} s CPU")
+    return {"ratio": ch / cm, "target": 0.1}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--aa-samples", type=int, default=24)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threat-samples", type=int, default=64, help="samples of (d) and (e)")
+    ap.add_argument("--only", default=None, help="run these benchmarks only (comma-separated JSON keys)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import logging
@@ -217,9 +298,14 @@ def main() -> None:
         for p in model.parameters():
             p.requires_grad_(False)  # the same for both sides: attacks need input gradients only
         print(f"model trained in {time.perf_counter() - t0:.0f} s")
-        out = {"pruned_sweep_vs_naive_torchattacks": bench_sweep(model, test, args.repeats),
-               "pruned_apgd_sweep_vs_naive": bench_apgd_sweep(model, test, args.repeats),
-               "autoattack_vs_direct_pyautoattack": bench_autoattack(model, test, args.aa_samples, args.repeats)}
+        benches = {"pruned_sweep_vs_naive_torchattacks": lambda: bench_sweep(model, test, args.repeats),
+                   "pruned_apgd_sweep_vs_naive": lambda: bench_apgd_sweep(model, test, args.repeats),
+                   "autoattack_vs_direct_pyautoattack": lambda: bench_autoattack(model, test, args.aa_samples,
+                                                                                 args.repeats),
+                   "threats_pruned_vs_naive": lambda: bench_threats(model, test, args.threat_samples, args.repeats),
+                   "corruption_cache_hit_vs_miss": lambda: bench_corruption_cache(test, args.threat_samples)}
+        only = set(args.only.split(",")) if args.only else set(benches)
+        out = {k: run() for k, run in benches.items() if k in only}
     print(f"total {time.perf_counter() - t0:.0f} s")
     print(json.dumps(out))
 

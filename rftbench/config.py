@@ -10,10 +10,11 @@ import math
 import re
 import reprlib
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 from .errors import ConfigError
 
@@ -73,6 +74,15 @@ def _finite_eps(value: float, where: str, norm: str = "Linf") -> float:
         hint = f" (did you mean {value:g}/255 = {value / 255:.4g}?)" if value <= 255 else ""
         raise ValueError(f"{where}={value:g} is outside [0, 1]: eps is in [0,1] pixel units{hint}")
     return value
+
+
+def _number_list(v: Any, example: str) -> Any:
+    """A YAML list of numbers or fractions (``[0, 2/255]``); None stays None."""
+    if v is None:
+        return v
+    if not isinstance(v, list):
+        raise ValueError(f"eps_grid must be a list of numbers, e.g. {example}")
+    return [_number(x) for x in v]
 
 
 def _literal_choices(annotation: Any) -> tuple[str, ...]:
@@ -315,6 +325,76 @@ class EvalChecksConfig(_Strict):
     _num = field_validator("large_eps", mode="before")(lambda v: _number(v))
 
 
+THREAT_NORMS = ("Linf", "L2", "L1")  # norms a threat can be evaluated in (training: Linf or L2)
+
+
+class NormThreatConfig(_Strict):
+    """One norm threat of ``eval.threats``: ``eps`` the target radius in [0,1] pixel units (Linf:
+    per pixel; L2: Euclidean norm of the perturbation over all C*H*W values; L1: sum of its
+    absolute values over them). Unset keys take ``eval``'s (``eps_grid`` default: ``num_points``
+    evenly from 0 to ``eps``; ``sweep_attack`` default for L1: ``apgd-ce``, pyautoattack's L1 APGD)."""
+
+    norm: Literal["Linf", "L2", "L1"]
+    eps: float = Field(gt=0)
+    eps_grid: Optional[list[float]] = None
+    num_points: Optional[int] = Field(None, ge=2, le=10_000)
+    sweep_attack: Optional[Union[str, list[str]]] = None
+    sweep_steps: Optional[int] = Field(None, ge=1, le=10_000)
+    restarts: Optional[int] = Field(None, ge=1, le=10_000)
+    autoattack: Optional[AutoAttackConfig] = None  # None: eval.autoattack
+
+    _num = field_validator("eps", mode="before")(lambda v: _number(v))
+
+    _grid = field_validator("eps_grid", mode="before")(lambda v: _number_list(v, "[0, 0.5, 1.0]"))
+
+    @model_validator(mode="after")
+    def _eps_in_range(self):
+        _finite_eps(self.eps, f"eval.threats {self.norm} eps", self.norm)
+        for x in self.eps_grid or []:
+            _finite_eps(float(x), f"eval.threats {self.norm} eps_grid value", self.norm)
+        return self
+
+    def key(self) -> str:
+        """The threat's name in records and leaderboards: ``L2:1`` (norm and eps)."""
+        return f"{self.norm}:{self.eps:.6g}"
+
+
+class CorruptionThreatConfig(_Strict):
+    """The common-corruptions threat of ``eval.threats``: ``corruptions`` names of the
+    ``imagecorruptions`` library (or ``all``: its 15 benchmark corruptions), each applied at
+    every severity of ``severities`` (1-5) to every image of the evaluation subset."""
+
+    corruptions: Union[Literal["all"], list[str]]
+    severities: list[int] = Field(default_factory=lambda: [3])
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if not 1 <= s <= 5]
+        if not v or bad or len(set(v)) != len(v):
+            raise ValueError(f"severities must be distinct integers in 1..5 (imagecorruptions' levels), got {v}")
+        return v
+
+    @field_validator("corruptions")
+    @classmethod
+    def _names(cls, v):
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"corruptions must be `all` or a list of distinct names, got {v}")
+        return v
+
+    def key(self) -> str:
+        return "corruptions"
+
+
+def _threat_kind(v: Any) -> str:
+    return "corruptions" if isinstance(v, dict) and "corruptions" in v or isinstance(v, CorruptionThreatConfig) \
+        else "norm"
+
+
+ThreatEntry = Annotated[Union[Annotated[NormThreatConfig, Tag("norm")],
+                              Annotated[CorruptionThreatConfig, Tag("corruptions")]], Discriminator(_threat_kind)]
+
+
 class EvalConfig(_Strict):
     """The evaluation: an eps sweep (``sweep_attack``: a name in
     ``rftbench.attacks.SWEEP_ATTACKS``, e.g. ``pgd`` or the paper's ``apgd-ce``) over an eps grid
@@ -333,6 +413,28 @@ class EvalConfig(_Strict):
     split: Literal["test", "val"] = "test"
     autoattack: AutoAttackConfig = Field(default_factory=AutoAttackConfig)
     checks: EvalChecksConfig = Field(default_factory=EvalChecksConfig)
+    # threats evaluated on the same subset beside the training threat (rftbench.evaluation.threats);
+    # None: the training threat alone (left out of dumps, so older configs keep their identity)
+    threats: Optional[list[ThreatEntry]] = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_threats(self, handler):
+        out = handler(self)
+        if isinstance(out, dict) and out.get("threats", 0) is None:
+            out.pop("threats")
+        return out
+
+    @field_validator("threats")
+    @classmethod
+    def _distinct_threats(cls, v):
+        if v is None:
+            return v
+        keys = [t.key() for t in v]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"eval.threats lists {', '.join(twice)} twice (a norm threat is its norm and eps; "
+                             f"corruptions go in one entry): keep one of each")
+        return v
 
     @field_validator("sweep_attack")
     @classmethod
@@ -345,12 +447,8 @@ class EvalConfig(_Strict):
     @field_validator("eps_grid", mode="before")
     @classmethod
     def _grid(cls, v):
-        if v is None:
-            return v
-        if not isinstance(v, list):
-            raise ValueError("eps_grid must be a list of numbers, e.g. [0, 2/255, 4/255]")
-        out = [_number(x) for x in v]
-        for x in out:
+        out = _number_list(v, "[0, 2/255, 4/255]")
+        for x in out or []:
             if isinstance(x, (int, float)) and not isinstance(x, bool):
                 _finite_eps(float(x), "eval.eps_grid value")
         return out

@@ -16,7 +16,7 @@ import torchattacks
 from torch import nn
 
 from ..errors import ConfigError
-from .norms import Norm
+from .norms import EvalNorm as Norm
 from .startable import predict
 
 CLEAN_WRONG = 1  # code in ``broken_by``: misclassified without attack; 0 = robust; 2 + k = attack k
@@ -29,8 +29,10 @@ def build_pyautoattack(model: nn.Module, *, eps: float, norm: Norm, version: str
     """A pyautoattack ``AutoAttack`` configured for ``num_classes`` classes.
 
     With fewer than 10 classes, pyautoattack's ``standard`` version crashes in APGD-T and FAB-T
-    as soon as a sample survives the untargeted attacks; the number of target classes is set
-    to ``num_classes - 1`` (and recorded by the caller).
+    as soon as a sample survives the untargeted attacks; the number of target classes is capped
+    at ``num_classes - 1`` (and recorded by the caller). ``norm`` may be Linf, L2 or L1
+    (pyautoattack's own L1 attacks; its standard L1 version targets 5 classes and restarts
+    APGD-CE 5 times with growing radii).
     """
     from pyautoattack import AutoAttack
 
@@ -41,9 +43,9 @@ def build_pyautoattack(model: nn.Module, *, eps: float, norm: Norm, version: str
             raise ConfigError("autoattack.version 'custom' needs autoattack.attacks, e.g. [apgd-ce, apgd-t].")
         kwargs["attacks"] = list(attacks)
     aa = AutoAttack(model, **kwargs)
-    n_target = max(1, min(9, num_classes - 1))
-    aa.apgd_targeted.n_target_classes = n_target
-    aa.fab.n_target_classes = n_target
+    # at most the version's own count (9; standard L1: 5) and at most the classes there are to target
+    aa.apgd_targeted.n_target_classes = max(1, min(aa.apgd_targeted.n_target_classes, num_classes - 1))
+    aa.fab.n_target_classes = max(1, min(aa.fab.n_target_classes, num_classes - 1))
     return aa
 
 

@@ -22,7 +22,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
-from .norms import NORMS, Norm
+from .l1 import PyAutoAttackAPGDL1, l1_starts
+from .norms import EVAL_NORMS, EvalNorm
 from .startable import apgd_starts, make_apgd, make_pgd, per_sample_starts, predict
 
 START_SEEDS = "per sample from (seed, dataset index, eps, restart)"
@@ -49,7 +50,7 @@ class SweepSettings:
     """
 
     attack: str | tuple[str, ...] = "pgd"  # several names: the worst case per sample (:class:`WorstCaseSweep`)
-    norm: Norm = "Linf"
+    norm: EvalNorm = "Linf"
     steps: int = 10
     step_ratio: Optional[float] = None
     restarts: int = 1
@@ -57,8 +58,8 @@ class SweepSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if self.norm not in NORMS:
-            raise ConfigError(f"a sweep attack's norm must be one of {', '.join(NORMS)}, got {self.norm!r}.")
+        if self.norm not in EVAL_NORMS:
+            raise ConfigError(f"a sweep attack's norm must be one of {', '.join(EVAL_NORMS)}, got {self.norm!r}.")
         if self.steps < 1 or self.restarts < 1:
             raise ConfigError(f"a sweep attack needs steps >= 1 and restarts >= 1, got {self.steps} and "
                               f"{self.restarts}.")
@@ -142,7 +143,7 @@ class SweepAttack:
 
     def describe(self) -> str:
         s = self.settings
-        name = f"{'L2-' if s.norm == 'L2' else ''}{self.label}-{s.steps}"
+        name = f"{'' if s.norm == 'Linf' else s.norm + '-'}{self.label}-{s.steps}"
         if s.random_start and not self.always_random_start:
             name += "+rs"
         if s.restarts > 1:
@@ -196,6 +197,12 @@ class PGDSweep(SweepAttack):
     label = "PGD"
 
     @classmethod
+    def check(cls, s: SweepSettings) -> None:
+        if s.norm == "L1":
+            raise ConfigError("torchattacks has no L1 PGD: an L1 threat sweeps with apgd-ce (pyautoattack's L1 "
+                              "APGD); set its sweep_attack: apgd-ce.")
+
+    @classmethod
     def resolved_step_ratio(cls, s: SweepSettings) -> float:
         return s.step_ratio if s.step_ratio is not None else 2.5 / s.steps
 
@@ -242,17 +249,26 @@ class APGDCESweep(SweepAttack):
                               f"eval.step_size_ratio or use eval.sweep_attack: pgd.")
 
     def to_dict(self) -> dict[str, Any]:
+        if self.settings.norm == "L1":
+            return {**super().to_dict(), "loss": self.loss, "rho": 0.75, "library": "pyautoattack",
+                    "class": "APGDAttack", "step_size": "adaptive (pyautoattack's L1 rule, sparse top-k steps)",
+                    "start_seeds": START_SEEDS}
         return {**super().to_dict(), "loss": self.loss, "rho": 0.75, "library": "torchattacks", "class": "APGD",
                 "step_size": "adaptive: 2 * eps at first, halved per sample where the loss stalls",
                 "start_seeds": START_SEEDS}
 
     def build(self, model: nn.Module, eps: float) -> Any:
+        if self.settings.norm == "L1":
+            return PyAutoAttackAPGDL1(model, eps, self.settings.steps, self.loss)
         return make_apgd(model, self.settings.norm, eps, self.settings.steps, self.loss)
 
     def run(self, model, attack, x, y, indices, eps, restart, first_grad):
         """Robust: no iterate misclassified the sample (APGD's own verdict). A sample leaves the
-        run once fooled (it stays fooled; the others' runs do not depend on it)."""
+        run once fooled (it stays fooled; the others' runs do not depend on it). L1: pyautoattack's
+        APGD from a per-sample seeded start (:mod:`rftbench.attacks.l1`), run in full."""
         s = self.settings
+        if s.norm == "L1":
+            return attack.run_from(x, y, l1_starts(indices, x.shape[1:], eps=eps, restart=restart, seed=s.seed))
         init = apgd_starts(indices, x.shape[1:], norm=s.norm, eps=eps, restart=restart, seed=s.seed)
         return attack.run_from(x, y, init, stop_when_fooled=True)[0]
 

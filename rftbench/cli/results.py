@@ -13,7 +13,8 @@ def _build(args, experiments):
 
     return build_leaderboard(experiments, group_by=args.group_by.split(","), where=args.where,
                              include_val=args.include_val, metric=args.metric, baseline=args.baseline,
-                             seed_ci=args.seed_ci, sort=args.sort, n_resamples=args.n_resamples)
+                             seed_ci=args.seed_ci, sort=args.sort, n_resamples=args.n_resamples,
+                             threat=getattr(args, "threat", None))
 
 
 def cmd_leaderboard(args) -> int:
@@ -58,7 +59,10 @@ def _add_leaderboard_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--group-by", default=",".join(DEFAULT_GROUP_BY), help="comma-separated grouping keys")
     p.add_argument("--where", action="append", default=[], metavar="KEY=GLOB", help="keep matching runs (repeatable)")
-    p.add_argument("--metric", default="er", choices=["clean", "pgd", "aa", "er"], help="ranking metric")
+    p.add_argument("--metric", default="er", help="ranking metric: clean, pgd, aa or er; METRIC@THREAT (aa@L2:1, "
+                   "aa@L2) ranks by a threat of eval.threats")
+    p.add_argument("--threat", default=None, help="show this threat of eval.threats (L2:1, L1, union) in the pgd, "
+                   "aa and er columns")
     p.add_argument("--sort", default=None, help="rank by this column instead (COL or COL:asc)")
     p.add_argument("--include-val", action="store_true", help="also rank validation-split runs (search trials)")
     p.add_argument("--baseline", default=None, metavar="SCHEDULE", help="paired differences to this schedule")

@@ -47,7 +47,10 @@ class CheckResult:
 
 
 def default_large_eps(norm: str, input_shape: Sequence[int]) -> float:
-    """A 'very large' eps: Linf 1.0 (any image in [0,1]); L2 the diameter sqrt(C*H*W) of the cube."""
+    """A 'very large' eps: Linf 1.0 (any image in [0,1]); L2 the diameter sqrt(C*H*W) of the cube;
+    L1 its L1 diameter C*H*W."""
+    if norm == "L1":
+        return float(int(np.prod(input_shape)))
     return 1.0 if norm == "Linf" else float(math.sqrt(int(np.prod(input_shape))))
 
 

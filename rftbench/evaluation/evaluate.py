@@ -35,13 +35,16 @@ from ..attacks.autoattack import check_autoattack_config, run_pyautoattack, run_
 from ..attacks.pruned import input_gradients_only, naive_sweep, pruned_sweep, robust_at
 from ..attacks.startable import predict
 from ..attacks.sweep import SweepSettings
-from .checks import default_large_eps
 from ..config import ExperimentConfig
 from ..data import class_counts, dataset_labels, eval_subset_indices, indices_sha256
 from ..errors import ConfigError, RecordError
 from .state import EvaluationInterrupted, read_state, write_state
 from ..signals import StopRequest
 from .metrics import expected_robustness, resolve_distribution
+from .corruptions import CorruptionCache, check_unit_range
+from .settings import measurement_settings
+from .threat_measure import measure_block
+from .threats import CorruptionThreat, aa_chunk_sizes, resolve_threats, threats_settings
 from ..models import weights_sha256
 from ..progress import ProgressService, Task, for_mode, format_eps
 from .records import (EvaluationRecord, SampleResults, concat_samples, library_versions, merge_records, pack_array,
@@ -86,7 +89,7 @@ def quick_robustness(model: nn.Module, dataset: Dataset, cfg: ExperimentConfig, 
 def shard_block(cfg: ExperimentConfig) -> int:
     """Shard boundaries are multiples of this many samples (see the module doc)."""
     bs = cfg.data.eval_batch_size
-    return math.lcm(bs, cfg.eval.autoattack.batch_size) if cfg.eval.autoattack.enabled else bs
+    return math.lcm(bs, cfg.eval.autoattack.batch_size, *aa_chunk_sizes(cfg)) if cfg.eval.autoattack.enabled else bs
 
 
 def shard_range(n_total: int, shard: tuple[int, int], block: int) -> tuple[int, int]:
@@ -117,6 +120,8 @@ class _Plan:
     sweep: SweepSettings
     settings: dict[str, Any]
     shard: Optional[tuple[int, int]] = None
+    threats: list = field(default_factory=list)  # eval.threats laid out (rftbench.evaluation.threats)
+    cache: Optional[CorruptionCache] = None
 
     @property
     def mine(self) -> np.ndarray:
@@ -130,21 +135,11 @@ class _Plan:
 def _settings(cfg: ExperimentConfig, sweep: SweepSettings, sample_shape: Sequence[int], run_aa: bool,
               n_aa: int) -> dict[str, Any]:
     """What the record states about how it was measured (also what shards must agree on)."""
-    ec, th, ch = cfg.eval, cfg.threat, cfg.eval.checks
-    aa = None
-    if run_aa:
-        aa = {"library": "pyautoattack", "version": ec.autoattack.version,
-              "requested_attacks": list(ec.autoattack.attacks), "eps": th.eps, "norm": th.norm,
-              "n_samples_designated": n_aa, "chunk_size": ec.autoattack.batch_size, "seed": cfg.seed,
-              "second_opinion": ec.autoattack.second_opinion}
-    large = ch.large_eps if ch.large_eps is not None else default_large_eps(th.norm, sample_shape)
-    return {"eps_grid": cfg.eps_grid(), "distribution": ec.distribution, "sweep": sweep.to_dict(),
-            "batch_size": cfg.data.eval_batch_size, "autoattack": aa,
-            "checks": {"probe_samples": ch.probe_samples, "large_eps": large,
-                       "large_eps_attack": sweep.for_large_eps().to_dict(),
-                       "large_eps_max_accuracy": ch.large_eps_max_accuracy,
-                       "sweep_vs_autoattack_max_gap": ch.sweep_vs_autoattack_max_gap,
-                       "monotone_tolerance": ch.monotone_tolerance, "square_tolerance": ch.square_tolerance}}
+    ec, th = cfg.eval, cfg.threat
+    return measurement_settings(grid=cfg.eps_grid(), distribution=ec.distribution, sweep=sweep,
+                                batch_size=cfg.data.eval_batch_size, norm=th.norm, eps=th.eps,
+                                aa=ec.autoattack if run_aa else None, n_aa=n_aa, seed=cfg.seed, checks=ec.checks,
+                                sample_shape=sample_shape)
 
 
 def _plan(dataset: Dataset, cfg: ExperimentConfig, with_autoattack: bool | None,
@@ -162,8 +157,16 @@ def _plan(dataset: Dataset, cfg: ExperimentConfig, with_autoattack: bool | None,
     start, end = (0, n_total) if shard is None else shard_range(n_total, shard, shard_block(cfg))
     n_aa = min(ec.autoattack.n_samples, n_total) if run_aa else 0
     sample_shape = tuple(dataset[int(subset[0])][0].shape) if n_total else (1, 1, 1)
-    return _Plan(subset, labels, start, end, run_aa, n_aa, sweep, _settings(cfg, sweep, sample_shape, run_aa, n_aa),
+    plan = _Plan(subset, labels, start, end, run_aa, n_aa, sweep, _settings(cfg, sweep, sample_shape, run_aa, n_aa),
                  shard)
+    if cfg.eval.threats:
+        plan.threats, notes = resolve_threats(cfg, sample_shape, n_total, run_aa, plan.settings)
+        plan.settings["threats"] = threats_settings(plan.threats, notes)
+        if any(isinstance(t, CorruptionThreat) for t in plan.threats):
+            plan.cache = CorruptionCache.default()
+            if n_total:
+                check_unit_range(torch.as_tensor(dataset[int(subset[0])][0]))
+    return plan
 
 
 def _part_info(plan: _Plan, n: int) -> dict[str, Any]:
@@ -289,6 +292,12 @@ def _measure_block(model: nn.Module, batches, cfg: ExperimentConfig, plan: _Plan
     res = SampleResults(start=lo, indices=idx.astype(np.int64), labels=labels, sweep_flags=flags,
                         probe_raw=probe_raw, probe_large=probe_large,
                         clean_recheck_mismatch=int(np.sum(clean_again != flags[:, 0])), **aa)
+    if plan.threats:
+        t = time.perf_counter()
+        with svc.task("threats", len(plan.threats), detail=", ".join(t.key for t in plan.threats)):
+            res.threats = measure_block(model, batches, plan.threats, plan.subset, lo, hi, ec.checks.probe_samples,
+                                        cfg.seed, plan.cache, device)
+        clock("threats_s", t)
     return res, clean_again
 
 

@@ -34,6 +34,7 @@ from .checks import (CheckResult, check_autoattack_vs_pgd, check_clean_reproduce
                      check_monotone, check_square, check_sweep_vs_autoattack)
 from ..errors import RecordError
 from .metrics import er_name, expected_robustness
+from .threat_records import concat_threats, summarize_threats, threat_metrics
 
 __all__ = ["RECORD_FORMAT", "EvaluationRecord", "RecordError", "SampleResults", "library_versions", "merge_records",
            "pack_array", "record_meta", "summarize", "unpack_array"]
@@ -143,6 +144,8 @@ class SampleResults:
     aa_attacks: list[str] = field(default_factory=list)
     aa_n_target_classes: int | None = None
     aa_library_warnings: list[str] = field(default_factory=list)
+    # eval.threats: per threat key, its per-sample arrays and AutoAttack facts (None: no eval.threats)
+    threats: dict[str, dict[str, Any]] | None = None
 
     @property
     def n(self) -> int:
@@ -156,6 +159,9 @@ class SampleResults:
         for name in _ARRAYS:
             v = getattr(self, name)
             d[name] = None if v is None else pack_array(v)
+        if self.threats is not None:
+            d["threats"] = {k: {f: pack_array(v) if isinstance(v, np.ndarray) else v for f, v in part.items()}
+                            for k, part in self.threats.items()}
         return d
 
     @classmethod
@@ -170,10 +176,21 @@ class SampleResults:
         return cls(start=_scalar(d, "start", int), clean_recheck_mismatch=_scalar(d, "clean_recheck_mismatch", int, 0),
                    reference=d.get("reference"), aa_attacks=_scalar(d, "aa_attacks", list, []),
                    aa_n_target_classes=d.get("aa_n_target_classes"),
-                   aa_library_warnings=_scalar(d, "aa_library_warnings", list, []), **arrays)
+                   aa_library_warnings=_scalar(d, "aa_library_warnings", list, []),
+                   threats=_threats_from_json(d.get("threats")), **arrays)
 
 
 _REQUIRED = object()
+
+
+def _threats_from_json(d: Any) -> dict[str, dict[str, Any]] | None:
+    """The per-threat part of ``per_sample`` (packed arrays unpacked)."""
+    if d is None:
+        return None
+    if not isinstance(d, dict) or not all(isinstance(p, dict) for p in d.values()):
+        raise RecordError("per_sample field 'threats' is not a JSON object of threats.")
+    return {k: {f: unpack_array(v, f"per_sample threat {k!r} field {f!r}")
+                if isinstance(v, dict) and "dtype" in v else v for f, v in part.items()} for k, part in d.items()}
 
 
 def _scalar(d: dict[str, Any], key: str, convert: Any, default: Any = _REQUIRED) -> Any:
@@ -264,6 +281,8 @@ class EvaluationRecord:
         out["eval/n_samples"] = d["n_samples"]
         out["eval/n_warnings"] = len(d["warnings"])
         out["eval/time_s"] = d["timings"]["total_s"]
+        if d.get("threats"):
+            out.update(threat_metrics(d["threats"]))
         return out
 
 
@@ -344,12 +363,10 @@ def _subsets_used(meta: dict[str, Any]) -> dict[str, Any]:
     return {name: {**copy.deepcopy(parts.get(name, {})), "used_by": used[name]} for name in used}
 
 
-def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -> EvaluationRecord:
-    """The full record (numbers, checks, warnings, ``certified``) from ``meta`` and per-sample results.
-
-    A pure function of its inputs: an unsharded evaluation and a merge of its shards give the
-    same numbers.
-    """
+def threat_numbers(meta: dict[str, Any], s: SampleResults, clean_checks: bool = True) -> dict[str, Any]:
+    """One threat's numbers from ``meta`` (its ``settings`` and ``threat_model``) and per-sample
+    results: clean accuracy, curve, ER, AutoAttack, checks, warnings, ``certified`` / ``flagged``.
+    ``clean_checks``: include the clean re-checks (the training threat's; a property of the model)."""
     st = meta["settings"]
     grid, dist, sweep = list(st["eps_grid"]), st["distribution"], dict(st["sweep"])
     accs = s.sweep_flags.mean(0).tolist() if s.n else [float("nan")] * len(grid)
@@ -359,30 +376,47 @@ def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -
     checks = [check_monotone(grid, s.probe_raw, cs["monotone_tolerance"], attack),
               check_large_eps(s.probe_large, cs["large_eps"], cs["large_eps_max_accuracy"])]
     aa, certified, aa_checks = _autoattack_part(meta, s, grid, attack)
-    checks += aa_checks + _clean_checks(s)
+    checks += aa_checks + (_clean_checks(s) if clean_checks else [])
     flagged = any(c.passed is False for c in checks)
     library_warnings = aa["library_warnings"] if aa else []
+    return {"clean_accuracy": accs[0],
+            "sweep": {"eps_grid": grid, "accuracy": accs, **sweep, "pruned": True},
+            "expected_robustness": {"value": er, "distribution": dist, "eps_max": grid[-1],
+                                    "name": er_name(grid, dist, attack), "attack": attack, "grid": grid},
+            "autoattack": aa,
+            # certified: AutoAttack standard on the whole designated subset at the target eps AND no check failed
+            "certified": bool(certified and not flagged), "flagged": flagged,
+            "checks": {c.name: c.to_dict() for c in checks},
+            "warnings": [c.warning for c in checks if c.warning] + [f"pyautoattack: {m}" for m in library_warnings]}
+
+
+def summarize(meta: dict[str, Any], s: SampleResults, timings: dict[str, Any]) -> EvaluationRecord:
+    """The full record (numbers, checks, warnings, ``certified``) from ``meta`` and per-sample results.
+
+    A pure function of its inputs: an unsharded evaluation and a merge of its shards give the
+    same numbers. With ``settings.threats`` the record also holds ``threats``
+    (:func:`rftbench.evaluation.threat_records.summarize_threats`).
+    """
+    st = meta["settings"]
+    num = threat_numbers(meta, s)
     record: dict[str, Any] = {
         "rftbench_record": RECORD_FORMAT,
         **{k: copy.deepcopy(meta[k]) for k in ("model", "dataset", "split", "subset", "shard", "threat_model")},
         "n_samples": s.n,
-        "clean_accuracy": accs[0],
-        "sweep": {"eps_grid": grid, "accuracy": accs, **sweep, "pruned": True},
-        "expected_robustness": {"value": er, "distribution": dist, "eps_max": grid[-1],
-                                "name": er_name(grid, dist, attack), "attack": attack, "grid": grid},
-        "autoattack": aa,
-        # certified: AutoAttack standard on the whole designated subset at the target eps AND no check failed
-        "certified": bool(certified and not flagged),
-        "flagged": flagged,
+        **{k: num[k] for k in ("clean_accuracy", "sweep", "expected_robustness", "autoattack", "certified",
+                               "flagged")},
         "subsets": _subsets_used(meta),
-        "checks": {c.name: c.to_dict() for c in checks},
+        "checks": num["checks"],
         "seeds": copy.deepcopy(meta["seeds"]),
         "versions": copy.deepcopy(meta["versions"]),
         "settings": copy.deepcopy(st),
-        "warnings": [c.warning for c in checks if c.warning] + [f"pyautoattack: {m}" for m in library_warnings],
+        "warnings": num["warnings"],
         "per_sample": s.to_json(),
         "timings": dict(timings),
     }
+    if "threats" in st:
+        record["threats"] = summarize_threats(meta, s, num, threat_numbers)
+        record["warnings"] += record["threats"]["warnings"]
     record["timings"].setdefault("total_s", float(sum(v for k, v in timings.items() if k.endswith("_s"))))
     return EvaluationRecord(json.loads(json.dumps(record)))  # plain JSON types: equal to the saved record
 
@@ -454,7 +488,8 @@ def _concat_samples(parts: list[SampleResults]) -> SampleResults:
     return SampleResults(start=0, **{name: cat(name) for name in _ARRAYS},
                          clean_recheck_mismatch=sum(p.clean_recheck_mismatch for p in parts),
                          reference=reference, aa_attacks=next((p.aa_attacks for p in parts if p.aa_attacks), []),
-                         aa_n_target_classes=n_tc, aa_library_warnings=lib_warnings)
+                         aa_n_target_classes=n_tc, aa_library_warnings=lib_warnings,
+                         threats=concat_threats([p.threats for p in parts]))
 
 
 def concat_samples(parts: list[SampleResults]) -> SampleResults:

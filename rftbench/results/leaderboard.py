@@ -43,7 +43,9 @@ import pandas as pd
 
 from ..errors import LeaderboardError
 from ..evaluation.sample_summary import TAG as SAMPLE_TAG, SampleSummary, decode
+from ..tracking.conventions import THREATS_TAG
 from ..tracking.store import client_for
+from .threat_columns import add_threat_columns, select_threat, split_metric
 
 METRICS = {"clean": "acc_clean", "pgd": "acc_sweep", "aa": "acc_autoattack", "er": "expected_robustness"}
 DEFAULT_GROUP_BY = ("model", "dataset", "norm", "eps", "objective", "regime")
@@ -153,6 +155,8 @@ def _run_row(r: Any) -> dict[str, Any]:
         "certified": t.get("rftbench.certified") == "True", "flagged": bool(flagged), "n_warnings": n_warn,
         "warnings": t.get("rftbench.warnings", ""), "n_samples": m.get(f"{pre}/n_samples", np.nan),
         "n_aa": _float(t.get("rftbench.n_aa")), "per_sample": t.get(SAMPLE_TAG),
+        "threats_tag": t.get(THREATS_TAG, ""),
+        "threat_metrics": {k[len(pre) + 9:]: v for k, v in m.items() if k.startswith(f"{pre}/threats/")},
         "train_wall_s": m.get("train/wall_time_s", np.nan), "attack_fraction": m.get("train/attack_fraction", np.nan),
         "attack_passes": m.get("train/attack_steps", np.nan) * steps * batch,
         "params": p,
@@ -257,22 +261,32 @@ def build_leaderboard(experiments: Sequence[str] | str, *, uri: str | None = Non
                       group_by: Sequence[str] = DEFAULT_GROUP_BY, where: Sequence[str] = (),
                       include_val: bool = False, metric: str = "er", baseline: str | None = None,
                       seed_ci: bool = False, n_resamples: int = 2000, seed: int = 0,
-                      sort: str | None = None) -> Leaderboard:
+                      sort: str | None = None, threat: str | None = None) -> Leaderboard:
     """The leaderboard of ``experiments`` (see the module docstring). ``metric``: clean, pgd, aa or
-    er, the ranking key; ``seed_ci``: require n >= 2 seeds in every row (else an error)."""
+    er, the ranking key (``aa@L2:1``: of that threat); ``threat``: a threat of ``eval.threats``
+    whose numbers fill the pgd / aa / er columns (:mod:`rftbench.results.threat_columns`);
+    ``seed_ci``: require n >= 2 seeds in every row (else an error)."""
     from .stats import aggregate
 
     experiments = [experiments] if isinstance(experiments, str) else list(experiments)
+    metric, at = split_metric(metric)
+    threat = threat or at
     if metric not in METRICS:
-        raise LeaderboardError(f"unknown --metric {metric!r}; choose among {', '.join(METRICS)}.")
+        raise LeaderboardError(f"unknown --metric {metric!r}; choose among {', '.join(METRICS)} (or METRIC@THREAT).")
     ev, tracking_uri = load_evaluated(experiments, uri=uri, include_val=include_val, where=where)
     keys = _check_group_by(group_by, ev) + list(COMPARABLE)
-    samples = {rid: decode(s) for rid, s in zip(ev["run_id"], ev["per_sample"]) if isinstance(s, str)}
-    _fill_missing_samples(ev, samples, tracking_uri)
+    samples: dict[str, SampleSummary] = {}
+    if threat:
+        ev = select_threat(ev, threat)
+    else:
+        samples = {rid: decode(s) for rid, s in zip(ev["run_id"], ev["per_sample"]) if isinstance(s, str)}
+        _fill_missing_samples(ev, samples, tracking_uri)
     table = aggregate(ev, keys, samples, metric=metric, baseline=baseline, n_resamples=n_resamples, seed=seed,
                       sort=sort)
     settings = settings_of(ev)
     table.insert(table.columns.get_loc("n_aa") + 1, "differs", differs_column(table, keys, settings))
+    if not threat:
+        table = add_threat_columns(table, ev, keys)
     if seed_ci and (table["n_seeds"] < 2).any():
         few = table.loc[table["n_seeds"] < 2, "schedule"].tolist()
         raise LeaderboardError(f"a seed CI needs at least 2 seeds per row; {few} have 1. Train more seeds "

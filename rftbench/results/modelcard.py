@@ -84,6 +84,10 @@ def model_info(record: dict[str, Any], run: Any) -> dict[str, Any]:
                      f" = {100 * record['expected_robustness']['value']:.2f}%."),
     })
     info["threat_model"] = tm.get("norm", p.get("threat.norm"))
+    if record.get("threats"):
+        info["threats"] = threats_card(record["threats"])
+        if record["threats"].get("corruptions"):
+            info["corruptions_acc"] = f"{100 * record['threats']['corruptions']['mean_accuracy']:.2f}"
     train = record.get("train") or {}
     info["rftbench"] = {"mlflow_run_id": run.info.run_id, "weights_sha256": record["model"].get("weights_sha256"),
                         "certified": record["certified"], "versions": record.get("versions"),
@@ -98,6 +102,33 @@ def _regime_of(record: dict[str, Any], run: Any) -> str:
     p = run.data.params
     return ((record.get("train") or {}).get("regime") or run.data.tags.get("rftbench.regime")
             or p.get("model.regime.name") or p.get("model.finetune") or "full")
+
+
+def threats_card(th: dict[str, Any]) -> dict[str, Any]:
+    """One field per threat model of ``eval.threats`` (as RobustBench keeps one leaderboard per
+    threat model): eps in pixel units of its norm, clean and AutoAttack accuracy in percent (AutoAttack
+    None where it did not run), its own ``certified``; the union worst case; the corruptions' mean."""
+    def pct(v: Any) -> Any:
+        return None if v is None else f"{100 * v:.2f}"
+
+    out: dict[str, Any] = {}
+    for key, v in th["norms"].items():
+        aa = v["autoattack"]
+        out[key] = {"threat_model": v["norm"], "eps": v["eps"], "clean_acc": pct(v["clean_accuracy"]),
+                    "autoattack_acc": pct(aa["accuracy"] if aa else None),
+                    "autoattack_version": aa["version"] if aa else None, "certified": v["certified"],
+                    "expected_robustness": pct(v["expected_robustness"]["value"]),
+                    "er_name": v["expected_robustness"]["name"]}
+    if th.get("union"):
+        u = th["union"]
+        out["union"] = {"threats": u["threats"], "autoattack_acc": pct((u["autoattack"] or {}).get("accuracy")),
+                        "sweep_acc": pct(u["sweep"]["accuracy"])}
+    if th.get("corruptions"):
+        c = th["corruptions"]
+        out["corruptions"] = {"corruptions_acc": pct(c["mean_accuracy"]), "relative_to_clean": c["relative_to_clean"],
+                              "severities": c["severities"], "library": c["library"],
+                              "content_sha256": c["content_sha256"]}
+    return out
 
 
 def export_model_card(run_id: str, out: str | Path, *, uri: str | None = None) -> Path:

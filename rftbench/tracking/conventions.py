@@ -22,10 +22,12 @@ from typing import Any, Optional
 import numpy as np
 
 from ..evaluation.sample_summary import summary_tag
+from ..evaluation.threat_records import threat_definitions
 
 log = logging.getLogger(__name__)
 
 CURVE_METRIC = "robustness_curve"
+THREATS_TAG = "rftbench.threats"
 MODEL_ARTIFACT = "mlflow_model"
 
 
@@ -56,9 +58,13 @@ def log_record_metrics(tracker: Any, record: Any, step: int = 0) -> None:
 
 def leaderboard_tags(record: Any) -> dict[str, Any]:
     tm = record["threat_model"]
-    return {"rftbench.split": record["split"], "rftbench.norm": tm["norm"], "rftbench.eps": tm["target_eps"],
+    tags = {"rftbench.split": record["split"], "rftbench.norm": tm["norm"], "rftbench.eps": tm["target_eps"],
             "rftbench.subset_sha256": record["subset"]["indices_sha256"],
             "rftbench.n_aa": (record["autoattack"] or {}).get("n_samples", 0), **summary_tag(record)}
+    data = getattr(record, "data", record)
+    if data.get("threats"):  # eval.threats: each threat's definition digest (the leaderboard's --threat)
+        tags[THREATS_TAG] = json.dumps(threat_definitions(data), sort_keys=True)
+    return tags
 
 
 def log_pytorch_model(tracker: Any, model: Any, example: Any) -> Optional[str]:

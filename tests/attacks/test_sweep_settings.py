@@ -50,7 +50,9 @@ def test_bad_settings_fail_with_what_to_do():
         SweepSettings("apgd-ce", step_ratio=0.25)
     with pytest.raises(ConfigError, match="APGD-DLR adapts its own"):
         SweepSettings("apgd-dlr", step_ratio=0.25)
-    with pytest.raises(ConfigError, match="norm must be one of Linf, L2"):
+    with pytest.raises(ConfigError, match="norm must be one of Linf, L2, L1"):
+        SweepSettings(norm="L0")
+    with pytest.raises(ConfigError, match="no L1 PGD"):  # L1 sweeps with pyautoattack's APGD only
         SweepSettings(norm="L1")
     with pytest.raises(ConfigError, match="steps >= 1"):
         SweepSettings(steps=0)
